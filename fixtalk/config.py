@@ -1,0 +1,103 @@
+"""Typed configuration of the FixTalk / EDTalk networks: one place for every size.
+
+Notation follows the papers: the encoder E maps an image I to a code f_6 (``style_dim`` wide) and
+a pyramid of feature maps f_1..f_5; the motion bases (FDM) hold orthonormal directions for lip
+(``lip_dim``), pose (``pose_dim``) and expression (``exp_dim``); the decoder G warps the source
+pyramid. FixTalk adds EMI (motion indicator z) and EDI (detail memory at one pyramid level).
+
+Named presets live in :mod:`fixtalk.presets`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class AudioConfig:
+    """Wav2Lip/EDTalk mel front-end (see shared/fixtures/README.md, section 5)."""
+
+    sample_rate: int = 16000
+    fps: int = 25
+    n_fft: int = 800
+    hop_length: int = 200
+    win_length: int = 800
+    n_mels: int = 80
+    fmin: float = 55.0
+    fmax: float = 7600.0
+    preemphasis: float = 0.97
+    min_level_db: float = -100.0
+    ref_level_db: float = 20.0
+    max_abs_value: float = 4.0
+    window_frames: int = 16  # mel frames per video frame window
+    smoothing_k: int = 3
+    smoothing_sigma: float = 1.0
+
+
+@dataclass
+class Audio2LipConfig:
+    """Audio2Lip: the Wav2Lip audio encoder (conv widths) + Linear(embed -> lip_dim)."""
+
+    widths: tuple[int, ...] = (32, 64, 128, 256, 512)
+    embed_dim: int = 512
+
+
+@dataclass
+class EMIConfig:
+    """Enhanced Motion Indicator. ``level`` is the resolution of the pyramid map f^d_4 that the
+    learnable query attends over (32 in the paper at 512x512)."""
+
+    enabled: bool = False
+    level: int = 32
+    depth: int = 2
+    heads: int = 8
+    ffn_mult: int = 4
+    num_queries: int = 1
+    margin: float = 0.4  # xi in L_dis = max(0, cos(z^s, z^d) - xi)
+
+
+@dataclass
+class EDIConfig:
+    """Enhanced Detail Indicator: compressor/decompressor of the ``level`` map, the driven-identity
+    memory M_d and the motion-source memory M_{m-s} with ``slots`` entries each."""
+
+    enabled: bool = False
+    level: int = 32
+    slots: int = 128
+    temperature: float = 10.0
+    heads: int = 8
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of one network. ``channels`` maps resolution -> channels and serves both the encoder
+    and the decoder (as in EDTalk). ``variant`` picks the layout: ``edtalk`` (lip+pose+exp banks,
+    EEM), ``edtalk_lip_pose`` (lip+pose only, no EEM) or ``fixtalk`` (edtalk + EMI + EDI)."""
+
+    name: str = "custom"
+    variant: str = "edtalk"
+    size: int = 256
+    style_dim: int = 512
+    lip_dim: int = 20
+    pose_dim: int = 6
+    exp_dim: int = 10
+    channels: dict[int, int] = field(default_factory=dict)
+    channel_multiplier: int = 1
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    adain_hidden: int = 128
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    audio2lip: Audio2LipConfig = field(default_factory=Audio2LipConfig)
+    emi: EMIConfig = field(default_factory=EMIConfig)
+    edi: EDIConfig = field(default_factory=EDIConfig)
+
+    @property
+    def has_exp(self) -> bool:
+        return self.variant in ("edtalk", "fixtalk")
+
+    @property
+    def levels(self) -> list[int]:
+        """Decoder warp levels, coarse to fine: 8, 16, ..., size."""
+        out, r = [], 8
+        while r <= self.size:
+            out.append(r)
+            r *= 2
+        return out
