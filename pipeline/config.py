@@ -47,13 +47,21 @@ class MotionConfig:
 
 
 @dataclass
+class ModelSection:
+    """Which network renders, shared by the motion and render stages."""
+
+    checkpoint: str | None = None  # None: the shipped default model (fixtalk/weights/default.pt)
+    audio2lip: str | None = None  # EDTalk's Audio2Lip.pt when the checkpoint is an EDTalk one
+    emotions_dir: str | None = None  # EDTalk's predefined_exp_weights/*.npy
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    autocast: str | None = None  # None | bf16 | fp16 (CUDA only)
+
+
+@dataclass
 class RenderConfig:
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0))
-    checkpoint: str | None = None  # None: the shipped default model
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: int = 8
-    autocast: str | None = None  # None | bf16 | fp16 (CUDA only)
-    output: str = "full"  # crop | full
+    batch_size: int = 8  # frames per network call
+    output: str = "full"  # crop | full (paste back into the portrait)
     feather: float = 0.12
 
 
@@ -74,12 +82,24 @@ class QCConfig:
 
 
 @dataclass
-class ScriptConfig:
+class SpeechConfig:
+    """Text-to-speech for rows with a script and no audio."""
+
+    resources: Resources = field(default_factory=Resources)
+    backend: str = "espeak"  # espeak | piper
+    voice: str = "en-us"
+    rate_wpm: int = 160
+    piper_model: str | None = None
+
+
+@dataclass
+class AlignConfig:
+    """Script-to-audio alignment, subtitles and transcript checks."""
+
     resources: Resources = field(default_factory=Resources)
     enabled: bool = True
     backend: str = "auto"  # auto | whisperx | pocketsphinx
     subtitles: str = "sidecar"  # sidecar | embedded | burned
-    tts_backend: str = "espeak"  # espeak | piper
 
 
 @dataclass
@@ -92,8 +112,10 @@ class RunConfig:
 @dataclass
 class PipelineConfig:
     run: RunConfig = field(default_factory=RunConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
-    script: ScriptConfig = field(default_factory=ScriptConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     face_crop: FaceCropConfig = field(default_factory=FaceCropConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
