@@ -53,6 +53,11 @@ class EMIConfig:
     ffn_mult: int = 4
     num_queries: int = 1
     margin: float = 0.4  # xi in L_dis = max(0, cos(z^s, z^d) - xi)
+    # --- choices where the paper is silent (see fixtalk/nets/emi.py) ---
+    attn_dim: int = 0  # width of the extractor P; 0 = channels of the ``level`` map
+    pool_levels: tuple[int, ...] = ()  # levels fused by GAP; () = every level except ``level``
+    fuse_code: bool = True  # also fuse the encoder code f_6 as one weighted term
+    code_logit: float = 6.0  # initial softmax logit of the f_6 term (others start at 0)
 
 
 @dataclass
@@ -65,6 +70,15 @@ class EDIConfig:
     slots: int = 128
     temperature: float = 10.0
     heads: int = 8
+    # --- choices where the paper is silent (see fixtalk/nets/edi.py and fixtalk/losses.py) ---
+    token_dim: int = 0  # width of the compact token f_pi; 0 = style_dim (512 in the paper)
+    pool_size: int = 4  # compressor Pi: AdaptiveAvgPool2d(pool_size) then a learned weighted sum
+    base_size: int = 4  # decompressor Lambda: token -> (C, base, base), then upsampled to level
+    attn_dim: int = 0  # width of the fusion cross-attention; 0 = channels of the level map
+    kv_mode: str = "recalled"  # MHCA keys: "recalled" (K=V=f^s_4 hat) or "figure" (K=f^s_4)
+    train_read: str = "driver"  # token fused in training with f_d: "driver" (alpha_d M_d) or "ms"
+    d_mem_kind: str = "l1"  # L_d-mem: "l1" or "cos" (1 - cosine)
+    align_detach_target: bool = True  # L_align: stop-gradient on the driver address Omega_d
 
 
 @dataclass
