@@ -115,3 +115,60 @@ class ModelConfig:
             out.append(r)
             r *= 2
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (fixtalk.train): one config for every stage. Appended by the training issue.
+
+TRAIN_STAGES = ("base", "lip_pose", "exp", "fixtalk", "audio2lip")
+
+
+@dataclass
+class StageConfig:
+    """One training stage. ``name``: base (self-reconstruction), lip_pose (cross-reconstruction
+    with mouth-swapped composites + latent consistency), exp (expression bank + EEM, complementary
+    self-reconstruction), fixtalk (EMI L_dis, EDI L_d-mem + L_align), audio2lip (lip-weight
+    regression + temporal smoothness + image loss). Loss weights of terms a stage does not use are
+    ignored. ``max_minutes`` > 0 ends the stage early on wall-clock time."""
+
+    name: str = "base"
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 0.0016
+    d_lr: float = 0.0018
+    window: int = 1  # consecutive driving frames per item (audio2lip uses 5)
+    l1: float = 1.0
+    perceptual: float = 1.0
+    gan: float = 0.0
+    gan_start: int = 0  # stage step from which the GAN terms are on
+    latent: float = 1.0  # lip_pose latent consistency
+    dis: float = 1.0  # fixtalk L_dis
+    d_mem: float = 1.0  # fixtalk L_d-mem
+    align: float = 1.0  # fixtalk L_align
+    lip: float = 1.0  # audio2lip weight regression (MSE)
+    smooth: float = 0.1  # audio2lip temporal-difference MSE
+    image: float = 0.5  # audio2lip image loss (L1 + perceptual of the render)
+    image_every: int = 1  # audio2lip: render for the image loss every N steps
+    max_minutes: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """``fixtalk train`` settings. ``preset`` names the model (fixtalk.presets); ``model``
+    overrides fields of it, nested like the ModelConfig (e.g. ``{"size": 64, "channels": {...},
+    "edi": {"train_read": "ms"}}``)."""
+
+    preset: str = "tiny"
+    model: dict = field(default_factory=dict)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(name=n) for n in TRAIN_STAGES])
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision (CUDA only)
+    num_threads: int = 0  # torch CPU threads (0 = torch default)
+    perceptual_weights: str = ""  # VGG19 weights file; empty = no-download StructureLoss
+    disc_channels: int = 32
+    checkpoint_minutes: float = 5.0
+    checkpoint_steps: int = 0
+    log_every: int = 10
+    max_minutes: float = 0.0  # whole run budget (0 = none)
+    init_flow_scale: float = 0.1  # scale of the to_flow weights at init (near-identity warps)

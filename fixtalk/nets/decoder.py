@@ -1,0 +1,159 @@
+"""Decoder G (LIA's ``Synthesis`` + EDTalk's EEM), key prefix ``dec``.
+
+The target latent w = f^s_6 + Q alpha is repeated over ``n_latent = 2 log2(S) - 2`` style slots.
+From a learned 4x4 constant, each level r = 8, 16, ..., S (index k, slot i = 1 + 2k):
+
+1. ``convs[2k]`` (StyledConv, x2 upsample, slot i), ``convs[2k+1]`` (StyledConv, slot i+1);
+2. EEM modulates the source map f_k by the expression latent e (skipped without EEM / e);
+3. ``to_flows[k]``: logits c = ModConv1x1(out, slot i+2, no demod) + bias (+ upsampled logits of the
+   previous level); flow = tanh(c[:, :2]) + identity grid, mask = sigmoid(c[:, 2:]);
+   warped = grid_sample(f_k, flow) * mask (bilinear, zeros, align_corners=False);
+   the decoder feature continues as ``warped + out * (1 - mask)``;
+4. ``to_rgbs[k]`` on the *warped* map (1x1 conv + FusedLeakyReLU + bias) + upsampled previous RGB.
+
+The RGB accumulated at S x S is the image (no tanh). ``to_rgb1`` exists only so checkpoints load.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .eem import EEM
+from .layers import ConstantInput, ConvLayer, ModulatedConv2d, StyledConv, Upsample
+
+_GRID_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def identity_grid(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, size, size, 2) grid from float64 linspace(-1, 1) cast to ``dtype``; [..., 0] = x (width)."""
+    key = (size, str(device), dtype)
+    grid = _GRID_CACHE.get(key)
+    if grid is None:
+        xs = np.linspace(-1, 1, size)
+        gx, gy = np.meshgrid(xs, xs)
+        grid = torch.from_numpy(np.stack([gx, gy], 2)).to(dtype=torch.float32)
+        grid = grid.to(device=device, dtype=dtype).unsqueeze(0)
+        if len(_GRID_CACHE) > 64:
+            _GRID_CACHE.clear()
+        _GRID_CACHE[key] = grid
+    return grid
+
+
+class ToRGB(nn.Module):
+    """1x1 ConvLayer (with FusedLeakyReLU) + extra bias + upsampled skip."""
+
+    def __init__(self, in_ch: int, upsample: bool = True, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        if upsample:
+            self.upsample = Upsample(blur_kernel)
+        self.conv = ConvLayer(in_ch, 3, 1, blur_kernel=blur_kernel)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x) + self.bias
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+class ToFlow(nn.Module):
+    """Flow + mask logits from the decoder feature; warps the source map."""
+
+    def __init__(self, in_ch: int, style_dim: int, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.upsample = Upsample(blur_kernel)
+        self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, feat: torch.Tensor,
+                skip: torch.Tensor | None = None):
+        """Returns (warped source map, next decoder feature, flow logits)."""
+        logits = self.conv(x, style) + self.bias
+        if skip is not None:
+            logits = logits + self.upsample(skip)
+        b, _, h, w = x.shape
+        flow = torch.tanh(logits[:, 0:2]).permute(0, 2, 3, 1) + identity_grid(h, x.device, x.dtype)
+        mask = torch.sigmoid(logits[:, 2:3])
+        warped = F.grid_sample(feat, flow, mode="bilinear", padding_mode="zeros",
+                               align_corners=False) * mask
+        return warped, warped + x * (1 - mask), logits
+
+
+@dataclass
+class DecoderLevels:
+    """Per-level intermediates (coarse to fine) for debugging and parity."""
+
+    eem_out: list[torch.Tensor] = field(default_factory=list)
+    flow_logits: list[torch.Tensor] = field(default_factory=list)
+    rgb: list[torch.Tensor] = field(default_factory=list)
+
+
+class Synthesis(nn.Module):
+    """The flow-warping generator. ``with_eem`` adds ``fineadainresblock`` (EDTalk) or not (LIA /
+    EDTalk lip-pose)."""
+
+    def __init__(self, size: int, style_dim: int, channels: dict[int, int], with_eem: bool,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), adain_hidden: int = 128):
+        super().__init__()
+        log_size = int(math.log2(size))
+        self.size = size
+        self.n_latent = log_size * 2 - 2
+        self.input = ConstantInput(channels[4])
+        self.conv1 = StyledConv(channels[4], channels[4], 3, style_dim, blur_kernel=blur_kernel)
+        self.to_rgb1 = ToRGB(channels[4], upsample=False, blur_kernel=blur_kernel)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        self.to_flows = nn.ModuleList()
+        in_ch = channels[4]
+        self.levels = [2 ** i for i in range(3, log_size + 1)]
+        for r in self.levels:
+            out_ch = channels[r]
+            self.convs.append(StyledConv(in_ch, out_ch, 3, style_dim, upsample=True,
+                                         blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(out_ch, out_ch, 3, style_dim, blur_kernel=blur_kernel))
+            self.to_rgbs.append(ToRGB(out_ch, blur_kernel=blur_kernel))
+            self.to_flows.append(ToFlow(out_ch, style_dim, blur_kernel=blur_kernel))
+            in_ch = out_ch
+        self.with_eem = with_eem
+        if with_eem:
+            self.fineadainresblock = nn.ModuleList(
+                [EEM(channels[r], style_dim, adain_hidden) for r in self.levels])
+
+    def set_reference_cost(self, enabled: bool) -> None:
+        """Compute EEM's dead conv1/norm1 branch (reference-style cost) or skip it (default)."""
+        if self.with_eem:
+            for m in self.fineadainresblock:
+                m.compute_dead_branch = enabled
+
+    def forward(self, latent: torch.Tensor, feats: list[torch.Tensor],
+                exp_latent: torch.Tensor | None = None, levels: DecoderLevels | None = None,
+                premodulated: frozenset[int] = frozenset()) -> torch.Tensor:
+        """latent (B, D) target latent; feats: source maps coarse to fine (8..S); exp_latent (B, D)
+        EEM condition or None. ``premodulated``: level indices whose maps already went through
+        EEM (the fast renderer runs EEM once for a constant expression). Fills ``levels`` with
+        intermediates when given."""
+        if len(feats) != len(self.levels):
+            raise ValueError(f"decoder expects {len(self.levels)} source maps "
+                             f"({self.levels}), got {len(feats)}")
+        b = latent.shape[0]
+        style = latent  # every style slot holds the same latent
+        out = self.conv1(self.input(b), style)
+        skip_rgb = skip_flow = None
+        for k, feat in enumerate(feats):
+            out = self.convs[2 * k](out, style)
+            out = self.convs[2 * k + 1](out, style)
+            if self.with_eem and k not in premodulated:
+                feat = self.fineadainresblock[k](feat, exp_latent)
+            warped, out, skip_flow = self.to_flows[k](out, style, feat, skip_flow)
+            skip_rgb = self.to_rgbs[k](warped, skip_rgb)
+            if levels is not None:
+                levels.eem_out.append(feat)
+                levels.flow_logits.append(skip_flow)
+                levels.rgb.append(skip_rgb)
+        return skip_rgb
