@@ -1,0 +1,168 @@
+"""Loss computation of each training stage (one batch -> weighted terms).
+
+Each ``*_losses(ctx, batch, stage)`` returns ``(terms, fakes)``: ``terms`` maps a loss name to a
+weighted scalar (their sum is minimised), ``fakes`` are generated images for the discriminator.
+Notation: I^s source, I^d driver, alpha_lip/pose/exp bank weights, Q the orthonormal basis.
+
+* base: I^s rendered with all motion of I^d reconstructs I^d (L1 + perceptual [+ GAN]).
+* lip_pose (EDTalk 5.3): pairs (a, b) = (item i, item i+1). Composites b_a (b with a's mouth) and
+  a_b (a with b's mouth). Self: render a from (lip a, pose a); cross: lip from b_a, pose from a_b
+  must reconstruct a too. Latent consistency exp(-cos) between the cross and self lip and pose
+  latents (Q_lip alpha_lip, Q_pose alpha_pose).
+* exp (EDTalk 5.4, "complementary self-reconstruction"): lip and pose weights of I^d come from the
+  frozen MLN/PLN (no gradient); only the expression head/bank and EEM learn what is left.
+* fixtalk: base terms + L_dis(z^s, z^d) + L_d-mem + L_align (fixtalk.losses).
+* audio2lip (EDTalk 5.5): Audio2Lip(mel) regresses the lip weights the frozen encoder gives the
+  driving frames (MSE), plus 0.1 x MSE of temporal differences, plus the image loss of the render
+  with predicted lip and the driver's pose/expression.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from fixtalk import losses as fx_losses
+from fixtalk.config import StageConfig
+from fixtalk.train.composite import mouth_swap
+from fixtalk.train.losses import l1, latent_consistency
+
+
+@dataclass
+class StepContext:
+    model: torch.nn.Module
+    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def image_terms(ctx: StepContext, fake: torch.Tensor, real: torch.Tensor, st: StageConfig,
+                prefix: str = "") -> dict[str, torch.Tensor]:
+    out = {}
+    if st.l1:
+        out[prefix + "l1"] = st.l1 * l1(fake, real)
+    if st.perceptual:
+        out[prefix + "perc"] = st.perceptual * ctx.perceptual(fake, real)
+    return out
+
+
+def _render(model, source, driver, alpha=None, source_enc=None, driver_enc=None):
+    """Render ``source`` with the motion of ``driver`` (or given alphas); returns image, alphas, aux."""
+    enc_s = model.encode(source) if source_enc is None else source_enc
+    enc_d = model.encode(driver) if driver_enc is None else driver_enc
+    z_s, z_d = model.motion_code(enc_s), model.motion_code(enc_d)
+    a_lip, a_pose, a_exp = model.bank_weights(z_d) if alpha is None else alpha
+    src_motion = model.source_motion(z_s) if model.edi is not None else None
+    image, aux = model.decode(enc_s[0], enc_s[1], a_lip, a_pose, a_exp, source_motion=src_motion,
+                              driver_feats=enc_d[1] if model.training else None, return_aux=True)
+    return image, (a_lip, a_pose, a_exp), {"z_s": z_s, "z_d": z_d, **aux}
+
+
+def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
+    src, drv = batch["source"], batch["driving"][:, 0]
+    out = ctx.model(src, drv)
+    return image_terms(ctx, out.image, drv, st), [out.image]
+
+
+def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
+    model = ctx.model
+    src, drv, lm = batch["source"], batch["driving"][:, 0], batch["landmarks"][:, 0]
+    drv_b, lm_b = drv.roll(1, 0), lm.roll(1, 0)
+    with torch.no_grad():
+        b_with_a_mouth = mouth_swap(drv, lm, drv_b, lm_b)
+        a_with_b_mouth = mouth_swap(drv_b, lm_b, drv, lm)
+    enc_s, enc_d = model.encode(src), model.encode(drv)
+    self_img, (l_s, p_s, e_s), _ = _render(model, src, drv, source_enc=enc_s, driver_enc=enc_d)
+    lip_w = model.bank_weights(model.motion_code(model.encode(b_with_a_mouth)))[0]
+    _, pose_w, exp_w = model.bank_weights(model.motion_code(model.encode(a_with_b_mouth)))
+    cross_img, _, _ = _render(model, src, drv, alpha=(lip_w, pose_w, e_s), source_enc=enc_s, driver_enc=enc_d)
+    terms = image_terms(ctx, self_img, drv, st, "self_")
+    terms.update(image_terms(ctx, cross_img, drv, st, "cross_"))
+    if st.latent:
+        lat_self = model.partial_latents(l_s, p_s)
+        lat_cross = model.partial_latents(lip_w, pose_w)
+        terms["latent"] = st.latent * (latent_consistency(lat_cross["lip"], lat_self["lip"].detach())
+                                       + latent_consistency(lat_cross["pose"], lat_self["pose"].detach()))
+    return terms, [self_img, cross_img]
+
+
+def exp_losses(ctx: StepContext, batch: dict, st: StageConfig):
+    model = ctx.model
+    src, drv = batch["source"], batch["driving"][:, 0]
+    with torch.no_grad():  # E, EMI, fc, MLN, PLN are frozen in this stage
+        enc_d = model.encode(drv)
+        z_d = model.motion_code(enc_d)
+        a_lip, a_pose, _ = model.bank_weights(z_d)
+    a_exp = model.bank_weights(z_d)[2]  # ELN learns what lip and pose leave unexplained
+    image, _, _ = _render(model, src, drv, alpha=(a_lip, a_pose, a_exp), driver_enc=enc_d)
+    return image_terms(ctx, image, drv, st), [image]
+
+
+def fixtalk_losses(ctx: StepContext, batch: dict, st: StageConfig):
+    model = ctx.model
+    src, drv = batch["source"], batch["driving"][:, 0]
+    out = model(src, drv)
+    terms = image_terms(ctx, out.image, drv, st)
+    cfg = model.cfg
+    if model.emi is not None and st.dis:
+        terms["dis"] = st.dis * fx_losses.dis_loss(out.z_s, out.z_d, cfg.emi.margin)
+    edi = out.edi
+    if edi is not None and edi.token_d is not None:
+        if st.d_mem:
+            terms["d_mem"] = st.d_mem * fx_losses.d_mem_loss(edi.token_d, edi.token_d_read, cfg.edi.d_mem_kind)
+        if st.align:
+            terms["align"] = st.align * fx_losses.align_loss(edi.addr_ms, edi.addr_d, cfg.edi.align_detach_target)
+    return terms, [out.image]
+
+
+def audio2lip_losses(ctx: StepContext, batch: dict, st: StageConfig, with_image: bool = True):
+    model = ctx.model
+    src, drv, mel = batch["source"], batch["driving"], batch["mel"]
+    b, t = drv.shape[:2]
+    frames = drv.flatten(0, 1)
+    with torch.no_grad():
+        enc_d = model.encode(frames)
+        a_lip, a_pose, a_exp = model.bank_weights(model.motion_code(enc_d))
+    pred = model.audio2lip(mel.flatten(0, 1)).reshape(b, t, -1)
+    target = a_lip.reshape(b, t, -1)
+    terms = {"lip": st.lip * F.mse_loss(pred, target)}
+    if st.smooth and t > 1:
+        terms["smooth"] = st.smooth * F.mse_loss(pred[:, 1:] - pred[:, :-1], target[:, 1:] - target[:, :-1])
+    fakes = []
+    if st.image and with_image:
+        k = t // 2  # centre frame of each window
+        enc_s = model.encode(src)
+        z_s = model.motion_code(enc_s)
+        src_motion = model.source_motion(z_s) if model.edi is not None else None
+        a_exp_k = a_exp.reshape(b, t, -1)[:, k] if a_exp is not None else None
+        image = model.decode(enc_s[0], enc_s[1], pred[:, k], a_pose.reshape(b, t, -1)[:, k], a_exp_k,
+                             source_motion=src_motion)
+        for name, v in image_terms(ctx, image, drv[:, k], st, "img_").items():
+            terms[name] = st.image * v
+        fakes.append(image)
+    return terms, fakes
+
+
+STAGE_FUNCTIONS = {
+    "base": base_losses,
+    "lip_pose": lip_pose_losses,
+    "exp": exp_losses,
+    "fixtalk": fixtalk_losses,
+    "audio2lip": audio2lip_losses,
+}
+
+
+def trainable_prefixes(stage: str, model) -> tuple[str, ...] | None:
+    """Parameter-name prefixes a stage trains (None = all generator parameters but Audio2Lip)."""
+    if stage == "exp":
+        if not model.cfg.has_exp:
+            raise ValueError(f"stage 'exp' needs a model with an expression bank (variant "
+                             f"edtalk/fixtalk), got variant {model.cfg.variant!r}")
+        return ("exp_fc.", "direction_exp.", "dec.fineadainresblock.")
+    if stage == "fixtalk":
+        if model.cfg.variant != "fixtalk":
+            raise ValueError(f"stage 'fixtalk' needs variant 'fixtalk', got {model.cfg.variant!r}")
+        return None
+    if stage == "audio2lip":
+        return ("audio2lip.",)
+    return None
