@@ -21,6 +21,7 @@ class Resources:
     num_gpus: float = 0.0
     batch_size: int = 1
     pool_size: int = 1
+    max_tasks_in_flight: int | None = None  # per actor; None = Ray's default, 1 for long calls
 
 
 @dataclass
@@ -29,14 +30,26 @@ class IngestConfig:
     sample_rate: int = 16000
     fps: int = 25
     max_audio_seconds: float = 600.0
+    min_audio_seconds: float = 0.2
+    silence_dbfs: float | None = -60.0  # audio whose peak is below this is refused; None allows it
+    max_image_side: int = 2048  # larger portraits are scaled down (the full-frame output size)
+    max_video_side: int = 1280  # driving videos are scaled down to this longer side
 
 
 @dataclass
 class FaceCropConfig:
     resources: Resources = field(default_factory=Resources)
     backend: str = "dlib"  # dlib | face_alignment
-    crop_scale: float = 1.6  # crop side relative to the face's eye-mouth span
+    crop_scale: float = 1.6  # crop side = crop_scale * 2.5 * max(eye distance, 0.9 * eye-mouth)
     max_image_side: int = 4096
+    center_shift: float = 0.1  # crop centre below the eyes, in eye-to-mouth vectors
+    size: int | None = None  # crop side; None: the checkpoint's model size
+    detect_max_side: int = 1600  # faces are detected on a copy scaled to this longer side
+    min_face_score: float = 0.3  # weaker detections are ignored when counting faces
+    minor_face_area: float = 0.25  # smaller faces (share of the largest's area) ...
+    minor_face_score: float = 0.8  # ... count only when they score at least this
+    rotations: str = "30,-30,60,-60"  # extra in-plane angles tried when no face is found
+    face_alignment_device: str = "cpu"
 
 
 @dataclass
@@ -44,6 +57,8 @@ class MotionConfig:
     resources: Resources = field(default_factory=Resources)
     lip_smoothing_sigma: float = 1.0
     emotion_intensity: float = 1.0
+    driving_landmark_frames: int = 9  # frames sampled to place the fixed crop of a driving video
+    chunk_frames: int = 32  # driving frames per motion-encoder call
 
 
 @dataclass
@@ -59,7 +74,8 @@ class ModelSection:
 
 @dataclass
 class RenderConfig:
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0))
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0,
+                                                                   max_tasks_in_flight=1))
     batch_size: int = 8  # frames per network call
     output: str = "full"  # crop | full (paste back into the portrait)
     feather: float = 0.12
@@ -72,13 +88,47 @@ class MuxConfig:
     preset: str = "medium"
     audio_bitrate: str = "160k"
     loudness_lufs: float | None = None  # e.g. -16.0 to normalise; None keeps the level
+    true_peak_db: float = -1.5
+    loudness_range: float = 11.0
+    sample_rate: int = 48000
 
 
 @dataclass
 class QCConfig:
     resources: Resources = field(default_factory=Resources)
     enabled: bool = True
-    sample_every: int = 5
+    sample_every: int = 5  # identity / face presence on every k-th output frame
+    embedder: str = "dlib"  # dlib (128-d ResNet, offline) | onnx (ArcFace-style model, onnx_model)
+    onnx_model: str | None = None  # path of an ArcFace-style .onnx (112x112 aligned input)
+    syncnet_weights: str | None = None  # syncnet_v2.model for LSE-C/LSE-D; None skips them
+    syncnet_device: str = "cpu"
+    analysis_max_side: int = 640  # output frames are scaled down to this longer side for QC
+    max_lag_frames: int = 10  # search range of the offline sync lag
+    sync_max_seconds: float = 120.0  # sync is measured on the first N seconds
+    identity_plot: bool = True  # OUT/qc/<clip_id>_identity.png for flagged clips
+    # Thresholds -> qc_status (docs/qc.md). None disables a check; csim_* None = embedder default.
+    csim_warn: float | None = None  # dlib 0.95, onnx 0.50
+    csim_fail: float | None = None  # dlib 0.91, onnx 0.30 (applied to csim_mean)
+    csim_min_warn: float | None = None  # dlib 0.91, onnx 0.30 (applied to csim_min)
+    csim_slope_warn: float | None = -0.002  # CSIM lost per second (drift)
+    face_presence_warn: float | None = 0.98
+    face_presence_fail: float | None = 0.8
+    sync_corr_warn: float | None = 0.3
+    sync_corr_fail: float | None = 0.1
+    mouth_motion_fail: float | None = 0.005  # std of the mouth opening: below = a still mouth
+    sync_lag_warn: int | None = 2  # |sync_lag_frames| above this warns
+    lse_c_warn: float | None = 3.0
+    av_offset_warn: int | None = 1  # |av_offset| above this warns
+    duration_warn_s: float | None = 0.045  # |video - audio| (about one frame at 25 fps)
+    duration_fail_s: float | None = 0.2
+    expect_vcodec: str | None = "h264"
+    expect_pix_fmt: str | None = "yuv420p"
+    expect_acodec: str | None = "aac"
+    expect_sample_rate: int | None = 48000
+    lufs_target: float | None = None  # None: mux.loudness_lufs (no check when both are None)
+    lufs_tolerance: float = 1.0
+    true_peak_max_db: float | None = -1.0
+    silence_lufs: float = -60.0  # integrated loudness below this = silent output (fail)
 
 
 @dataclass
@@ -90,6 +140,9 @@ class SpeechConfig:
     voice: str = "en-us"
     rate_wpm: int = 160
     piper_model: str | None = None
+    language: str | None = None  # espeak voice to use when a row gives tts_language only
+    piper_config: str | None = None  # the voice's .onnx.json (default: model path + ".json")
+    max_script_chars: int = 20000
 
 
 @dataclass
@@ -100,13 +153,37 @@ class AlignConfig:
     enabled: bool = True
     backend: str = "auto"  # auto | whisperx | pocketsphinx
     subtitles: str = "sidecar"  # sidecar | embedded | burned
+    language: str = "en"  # pocketsphinx is English only
+    device: str = "cpu"  # whisperx device: cpu | cuda
+    whisperx_model: str = "small"  # faster-whisper name in the local cache, or a local folder
+    whisperx_model_dir: str | None = None  # cache folder for the ASR model (download_root)
+    whisperx_compute_type: str = "int8"
+    whisperx_align_model: str | None = None  # torchaudio pipeline, HF id in cache, or folder
+    whisperx_align_model_dir: str | None = None
+    whisperx_min_word_score: float = 0.3  # wav2vec2 word score counted as "aligned"
+    pocketsphinx_min_word_confidence: float = -4.0  # nats/frame counted as "aligned"
+    asr_check: bool = True  # pocketsphinx: also run free recognition for script_wer
+    max_wer: float = 0.6  # script_mismatch when script_wer is above this (trusted ASR only)
+    pocketsphinx_wer_in_flag: bool = False  # pocketsphinx ASR is weak on TTS: WER not flagged
+    min_aligned_share: float = 0.5  # script_mismatch when fewer script words align confidently
+    cue_max_chars: int = 42
+    cue_max_lines: int = 2
+    cue_min_seconds: float = 1.0
+    cue_max_seconds: float = 7.0
 
 
 @dataclass
 class RunConfig:
+    """Orchestration: how the driver runs the stages (never part of the fingerprint)."""
+
     seed: int = 0
-    ray_address: str | None = None
-    num_cpus: int | None = None
+    ray_address: str | None = None  # None: start a local Ray; "auto" or host:port joins a cluster
+    num_cpus: int | None = None  # local Ray only; None = every core of the machine
+    engine: str = "ray"  # ray | local (one process, no Ray; for debugging)
+    stages: list[str] | None = None  # None = all, in order: speech ingest align face_crop motion render mux qc
+    block_rows: int = 1  # manifest rows per Ray block (1 = finest streaming and ledger granularity)
+    keep_work: bool = True  # keep OUT/work/<clip_id>/ after a clip succeeds
+    results_every_s: float = 15.0  # rewrite results.parquet at most this often during a run
 
 
 @dataclass
