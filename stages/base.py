@@ -57,7 +57,7 @@ class Stage:
         return frame
 
     def run_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        row = dict(row)
+        row = {key: (None if _missing(value) else value) for key, value in row.items()}
         for col in STATUS_COLUMNS:
             row.setdefault(col, None)
         if row.get("status") is None:
@@ -76,6 +76,14 @@ class Stage:
             fail_row(row, self.name, type(exc).__name__, detail)
         row[f"t_{self.name}"] = round(time.perf_counter() - t0, 4)
         return row
+
+
+def _missing(value: Any) -> bool:
+    """NaN / NA / NaT -> missing. A null cell of a pandas or Arrow-backed batch arrives as one of
+    these, not as ``None``; normalising here lets every stage test ``row.get(col) is None``."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and value != value
 
 
 def _with_field(message: str, field: str | None) -> str:

@@ -1,0 +1,68 @@
+"""The network as the motion and render stages use it: loaded once per process, on the configured
+device, wrapped in :class:`fixtalk.inference.ClipRenderer`.
+
+Loading is memoised per (checkpoint, extras, device), so a bare loop that runs motion and render in
+one process holds one copy of the weights; Ray actors each load their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from stages.base import SystemicError
+
+
+def resolve_device(name: str | None) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; explicit names are checked."""
+    import torch
+
+    name = (name or "auto").strip()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemicError(f"model.device={name} but no CUDA device is visible; use auto or cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise SystemicError(f"model.device={name!r}: expected auto, cpu, cuda or cuda:N")
+    return name
+
+
+@dataclass
+class Runtime:
+    model: Any  # fixtalk.model.FixTalk
+    renderer: Any  # fixtalk.inference.ClipRenderer
+    device: str
+    checkpoint_id: str
+
+    @property
+    def size(self) -> int:
+        return int(self.model.cfg.size)
+
+
+@lru_cache(maxsize=2)
+def _load(checkpoint: str | None, audio2lip: str | None, emotions_dir: str | None,
+          device: str) -> tuple[Any, str]:
+    import torch
+
+    from fixtalk.checkpoints import checkpoint_id, load_model
+
+    try:
+        model = load_model(checkpoint, device=device, dtype=torch.float32, audio2lip=audio2lip,
+                           emotions_dir=emotions_dir)
+        ident = checkpoint_id(checkpoint)
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
+        raise SystemicError(f"cannot load the model: {exc}") from exc
+    return model, ident
+
+
+def load_runtime(config: PipelineConfig, batch_size: int | None = None) -> Runtime:
+    """Model + renderer from ``config.model`` (systemic error when the checkpoint cannot load)."""
+    from fixtalk.inference import ClipRenderer
+
+    m = config.model
+    device = resolve_device(m.device)
+    model, ident = _load(m.checkpoint, m.audio2lip, m.emotions_dir, device)
+    renderer = ClipRenderer(model, device=device, batch_size=int(batch_size or config.render.batch_size),
+                            autocast=m.autocast if device.startswith("cuda") else None)
+    return Runtime(model=model, renderer=renderer, device=device, checkpoint_id=ident)

@@ -1,0 +1,157 @@
+"""Motion: the per-frame bank weights that drive the render, saved as ``OUT/work/<id>/motion.npz``.
+
+EDTalk / FixTalk render frame t from the source code plus ``Q [alpha_lip_t; alpha_pose_t;
+alpha_exp_t]`` (lip 20, pose 6, expression 10 weights over the orthonormal motion bases):
+
+* ``alpha_lip`` (T, lip_dim): Audio2Lip on the 16 kHz speech, smoothed; T = floor(samples / 640)
+  frames at 25 fps;
+* ``alpha_pose`` (T, pose_dim): the pose bank weights of each ``pose_video`` frame (one fixed crop
+  for the whole video, so the head's motion stays in the frame), played back and forth when the
+  video is shorter than the speech; without a pose video, the portrait's own pose, held;
+* ``alpha_exp`` (T, exp_dim), optional: the ``emotion`` label's weights times its intensity, held,
+  or the expression weights of each ``expression_video`` frame (back and forth as above).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+from pipeline.config import PipelineConfig
+from stages.alignment import warp_to_crop
+from stages.base import ClipError, Stage
+from stages.face_crop import fixed_video_transform, make_finder
+from stages.ingest import present, work_dir_of
+from stages.media import MediaError, iter_video_frames
+from stages.model_runtime import load_runtime
+
+
+def pingpong_index(n: int, length: int) -> np.ndarray:
+    """Indices 0, 1, ..., n-1, n-2, ..., 1, 0, 1, ... of length ``length`` (forward only while
+    ``length <= n``)."""
+    if n <= 1:
+        return np.zeros(length, dtype=np.int64)
+    t = np.arange(length) % (2 * n - 2)
+    return np.where(t < n, t, 2 * n - 2 - t)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+class MotionStage(Stage):
+    """Audio, pose and expression -> ``motion.npz`` (see the module docstring)."""
+
+    name = "motion"
+
+    def __init__(self, config: PipelineConfig):
+        self.cfg = config.motion
+        self.crop_cfg = config.face_crop
+        self.sample_rate = int(config.ingest.sample_rate)
+        self.runtime = load_runtime(config)
+        self._finder = None
+
+    @property
+    def finder(self):
+        if self._finder is None:
+            self._finder = make_finder(self.crop_cfg)
+        return self._finder
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        work = work_dir_of(row)
+        wave, sr = sf.read(row["audio_16k"], dtype="float32", always_2d=False)
+        if sr != self.sample_rate:
+            raise ClipError(f"{row['audio_16k']} is {sr} Hz, expected {self.sample_rate}; rerun ingest",
+                            field="audio")
+        renderer = self.runtime.renderer
+        lip = _to_numpy(renderer.lip_weights(np.asarray(wave, np.float32)))
+        frames = len(lip)
+        if frames == 0:
+            raise ClipError("the audio is shorter than one video frame (40 ms)", field="audio")
+        crop = np.asarray(Image.open(row["face_crop"]).convert("RGB"))
+        arrays = {"alpha_lip": lip}
+        if present(row.get("pose_video_25")):
+            pose = self._video_weights(row, "pose_video")["pose"]
+            arrays["alpha_pose"] = pose[pingpong_index(len(pose), frames)]
+            pose_source = "pose_video"
+        else:
+            own = _to_numpy(renderer.motion_weights(crop[None])["pose"])
+            arrays["alpha_pose"] = np.repeat(own.reshape(1, -1), frames, axis=0)
+            pose_source = "portrait"
+        exp, exp_source = self._expression(row, frames)
+        if exp is not None:
+            arrays["alpha_exp"] = exp
+        path = work / "motion.npz"
+        np.savez(path, **{k: v.astype(np.float32) for k, v in arrays.items()})
+        return {"motion_path": str(path), "frames": int(frames), "pose_source": pose_source,
+                "expression_source": exp_source, "checkpoint_id": self.runtime.checkpoint_id}
+
+    # -- expression ---------------------------------------------------------------------------
+    def _expression(self, row: dict[str, Any], frames: int) -> tuple[np.ndarray | None, str]:
+        model = self.runtime.model
+        label = row.get("emotion")
+        if present(label):
+            label = str(label).strip().lower()
+            bank = getattr(model, "emotion_weights", {}) or {}
+            if not model.has_exp or not bank:
+                raise ClipError(f"emotion {label!r} asked for, but the model has no emotion weights; "
+                                "leave emotion empty or use a checkpoint with an expression bank "
+                                "(and model.emotions_dir for EDTalk.pt)", field="emotion",
+                                error_type="NoEmotionModel")
+            if label not in bank:
+                raise ClipError(f"unknown emotion {label!r}; expected one of {', '.join(sorted(bank))}",
+                                field="emotion", error_type="UnknownEmotion")
+            intensity = row.get("emotion_intensity")
+            if not present(intensity):
+                intensity = self.cfg.emotion_intensity
+            vec = _to_numpy(bank[label]).reshape(1, -1) * float(intensity)
+            return np.repeat(vec, frames, axis=0), f"emotion:{label}"
+        if present(row.get("expression_video_25")):
+            if not model.has_exp:
+                raise ClipError("the model has no expression bank, so an expression video cannot "
+                                "drive it; leave expression_video empty", field="expression_video",
+                                error_type="NoEmotionModel")
+            exp = self._video_weights(row, "expression_video")["exp"]
+            return exp[pingpong_index(len(exp), frames)], "expression_video"
+        return None, "none"
+
+    # -- driving videos -----------------------------------------------------------------------
+    def _video_weights(self, row: dict[str, Any], field: str) -> dict[str, np.ndarray]:
+        """Bank weights of every frame of a 25 fps driving video, cropped with one fixed
+        similarity transform (see :func:`stages.face_crop.fixed_video_transform`)."""
+        path = Path(row[f"{field}_25"])
+        size = self.runtime.size
+        try:
+            sample = self._sample_frames(path, int(row.get(f"{field}_frames") or 0))
+            matrix = fixed_video_transform(self.finder, sample, size, self.crop_cfg)
+            if matrix is None:
+                raise ClipError(f"no face found in {len(sample)} sampled frames of the video; "
+                                "give a video of one face seen from the front", field=field,
+                                error_type="NoFace")
+            parts: dict[str, list[np.ndarray]] = {}
+            for chunk in iter_video_frames(path, chunk=int(self.cfg.chunk_frames)):
+                crops = np.stack([warp_to_crop(f, matrix, size) for f in chunk])
+                for key, value in self.runtime.renderer.motion_weights(crops).items():
+                    if value is not None:
+                        parts.setdefault(key, []).append(_to_numpy(value))
+        except MediaError as exc:
+            raise ClipError(str(exc), field=field, error_type="UnreadableVideo") from exc
+        return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+    def _sample_frames(self, path: Path, count: int) -> list[np.ndarray]:
+        k = max(1, int(self.cfg.driving_landmark_frames))
+        if count <= 0:
+            count = sum(len(c) for c in iter_video_frames(path))
+        wanted = set(np.linspace(0, max(count - 1, 0), num=min(k, max(count, 1))).round().astype(int))
+        picked, index = [], 0
+        for chunk in iter_video_frames(path):
+            for frame in chunk:
+                if index in wanted:
+                    picked.append(frame.copy())
+                index += 1
+        return picked

@@ -1,0 +1,165 @@
+"""Mux: rendered video + the row's audio -> ``OUT/clips/<clip_id>.mp4``, ready to deliver.
+
+* H.264 yuv420p, even sides, ``+faststart`` (moov first); the render stage already encodes with
+  ``mux.crf`` / ``mux.preset``, so the video is stream-copied unless it must change (last frame held
+  to reach the audio's length, or burned-in subtitles);
+* AAC at ``mux.sample_rate`` (48 kHz), optionally two-pass EBU R128 loudness normalisation to
+  ``mux.loudness_lufs``: measured with ``loudnorm``, then a linear gain (peak-limited at
+  ``mux.true_peak_db``);
+* video duration = audio duration within one frame (the output is cut at the audio's end);
+* the file appears under its final name only when complete: written to ``OUT/clips/.tmp-*`` and
+  moved with :func:`os.replace`; subtitles from ``OUT/work/<id>/subs.srt|vtt`` are placed beside
+  it and, with ``align.subtitles=embedded``, added as a ``mov_text`` track (``burned``: drawn in).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from stages.base import ClipError, Stage
+from stages.ingest import present, work_dir_of
+from stages.media import (MediaError, first_stream, input_args, media_duration, probe,
+                          require_ffmpeg, run_ffmpeg)
+
+
+def measure_loudness(audio: str | Path, lufs: float, tp: float, lra: float) -> dict[str, str]:
+    """First ``loudnorm`` pass: the input's measured integrated loudness, true peak, range."""
+    spec = f"loudnorm=I={lufs}:TP={tp}:LRA={lra}:print_format=json"
+    err = run_ffmpeg([*input_args(audio), "-map", "0:a:0", "-af", spec, "-f", "null", "-"],
+                     what="measuring loudness")
+    found = re.findall(r"\{[^{}]*\}", err)
+    if not found:
+        raise MediaError("loudnorm printed no measurement")
+    return json.loads(found[-1])
+
+
+def loudness_filter(measured: dict[str, str], lufs: float, tp: float) -> str | None:
+    """Second pass: a linear gain to the target integrated loudness, plus a peak limiter at ``tp``
+    dBFS when the gain would push the measured true peak above it. (ffmpeg's own linear loudnorm
+    silently switches to its dynamic mode in that case, which misses the target on short clips.)
+    None when the input is silent and cannot be normalised."""
+    value = float(measured.get("input_i", "-inf"))
+    if not math.isfinite(value) or value < -70:
+        return None
+    gain = lufs - value
+    spec = f"volume={gain:.2f}dB"
+    if float(measured.get("input_tp", 0.0)) + gain > tp:
+        spec += f",alimiter=limit={10 ** (tp / 20):.4f}:attack=5:release=50:level=disabled"
+    return spec
+
+
+def video_frames(info: dict[str, Any], fps: float) -> int:
+    stream = first_stream(info, "video") or {}
+    if stream.get("nb_frames") not in (None, "N/A", "0"):
+        return int(stream["nb_frames"])
+    return int(round(media_duration(info, "video") * fps))
+
+
+class MuxStage(Stage):
+    """Video + audio -> the delivered MP4 (see the module docstring)."""
+
+    name = "mux"
+
+    def __init__(self, config: PipelineConfig):
+        self.cfg = config.mux
+        self.subtitles = config.align.subtitles
+        self.fps = int(config.ingest.fps)
+        require_ffmpeg()
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        work = work_dir_of(row)
+        video = Path(row["video_path"] if present(row.get("video_path")) else work / "video.mp4").resolve()
+        audio = next((row[k] for k in ("audio", "audio_16k") if present(row.get(k))), None)
+        if not video.is_file():
+            raise ClipError(f"no rendered video at {video}; the render stage must run first",
+                            error_type="MissingVideo")
+        if audio is None or not Path(audio).is_file():
+            raise ClipError(f"audio file {audio} is missing", field="audio")
+        audio = Path(audio).resolve()
+        try:
+            vinfo, ainfo = probe(video), probe(audio)
+        except MediaError as exc:
+            raise ClipError(str(exc), error_type="UnreadableMedia") from exc
+        a_stream = first_stream(ainfo, "audio")
+        if a_stream is None:
+            raise ClipError(f"{audio.name} has no audio stream", field="audio")
+        a_dur = (float(row["audio_duration_s"]) if present(row.get("audio_duration_s"))
+                 else media_duration(ainfo, "audio"))
+        v_dur = video_frames(vinfo, self.fps) / self.fps
+        hold = a_dur - v_dur  # seconds of last frame to add (negative: video longer, cut)
+        clips = (Path(row["out_dir"]) if present(row.get("out_dir")) else work.parent.parent) / "clips"
+        clips.mkdir(parents=True, exist_ok=True)
+        subs = {ext: work / f"subs.{ext}" for ext in ("srt", "vtt") if (work / f"subs.{ext}").is_file()}
+        mode = self.subtitles if "srt" in subs else "sidecar"
+
+        args: list[str] = [*input_args(video), *input_args(audio)]
+        maps = ["-map", "0:v:0", "-map", "1:a:0"]
+        if mode == "embedded":
+            args += input_args(subs["srt"])
+            maps += ["-map", "2:s:0", "-c:s", "mov_text", "-metadata:s:s:0", "language=und"]
+        vf = []
+        if hold > 1.0 / self.fps:
+            vf.append(f"tpad=stop_mode=clone:stop_duration={hold:.4f}")
+        if mode == "burned":
+            vf.append("subtitles=subs.srt")  # relative: ffmpeg runs in the work folder
+        if vf:
+            vcodec = ["-vf", ",".join([*vf, "format=yuv420p"]), "-c:v", "libx264",
+                      "-preset", self.cfg.preset, "-crf", str(self.cfg.crf), "-pix_fmt", "yuv420p"]
+        else:
+            vcodec = ["-c:v", "copy"]
+        channels = int(a_stream.get("channels") or 1)
+        acodec = ["-c:a", "aac", "-b:a", str(self.cfg.audio_bitrate),
+                  "-ar", str(self.cfg.sample_rate), "-ac", str(min(channels, 2))]
+        measured = self._loudnorm(audio, acodec)
+        tmp = clips / f".tmp-{row['clip_id']}-{uuid.uuid4().hex[:8]}.mp4"
+        try:
+            run_ffmpeg([*args, *maps, *vcodec, *acodec, "-t", f"{a_dur:.4f}",
+                        "-movflags", "+faststart", "-f", "mp4", str(tmp)],
+                       what="muxing video and audio", cwd=work)
+            final = clips / f"{row['clip_id']}.mp4"
+            os.replace(tmp, final)
+        except MediaError as exc:
+            raise ClipError(str(exc), error_type="MuxFailed") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        out: dict[str, Any] = {"output_path": str(final), "fps": self.fps}
+        out.update(self._place_subtitles(subs, clips, str(row["clip_id"])))
+        info = probe(final)
+        out["duration_s"] = round(media_duration(info), 4)
+        out["frames"] = video_frames(info, self.fps)
+        if measured is not None:
+            out["loudness_in_lufs"] = float(measured["input_i"])
+        return out
+
+    def _loudnorm(self, audio: Path, acodec: list[str]) -> dict[str, str] | None:
+        """Two-pass loudness normalisation: appends ``-af`` to ``acodec``; returns the measurement."""
+        lufs = self.cfg.loudness_lufs
+        if lufs is None:
+            return None
+        tp, lra = self.cfg.true_peak_db, self.cfg.loudness_range
+        try:
+            measured = measure_loudness(audio, lufs, tp, lra)
+        except MediaError as exc:
+            raise ClipError(str(exc), field="audio", error_type="LoudnessFailed") from exc
+        spec = loudness_filter(measured, lufs, tp)
+        if spec is not None:
+            acodec += ["-af", spec]
+        return measured
+
+    @staticmethod
+    def _place_subtitles(subs: dict[str, Path], clips: Path, clip_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for ext, src in subs.items():
+            dst = clips / f"{clip_id}.{ext}"
+            tmp = clips / f".tmp-{clip_id}-{uuid.uuid4().hex[:8]}.{ext}"
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+            out[f"subtitles_{ext}"] = str(dst)
+        return out

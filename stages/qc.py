@@ -1,0 +1,267 @@
+"""QC stage: identity, face presence, lip sync and delivery checks of each finished clip.
+
+For one rendered clip ``OUT/clips/<clip_id>.mp4`` this stage
+
+* embeds the source portrait's face and the face in every ``qc.sample_every``-th output frame and
+  reports CSIM (cosine similarity) mean / min / 10th percentile / slope per second (drift), with
+  the embedder's name (:mod:`stages.identity`);
+* counts faces in the sampled frames (``face_presence`` = share with exactly one face);
+* tracks the mouth opening on every frame (landmarks in the last detected box between sampled
+  frames) against the audio envelope of the clip's own audio track (:mod:`stages.lipsync`), and
+  runs SyncNet when ``qc.syncnet_weights`` is given (:mod:`stages.syncnet`);
+* probes the delivery format and loudness (:mod:`stages.delivery`);
+* turns the thresholds into ``qc_status`` / ``qc_reasons`` (:mod:`stages.qc_rules`), writes the
+  per-frame curves to ``OUT/qc/<clip_id>.json`` and, for flagged clips, an identity-curve PNG.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import PipelineConfig
+from stages.base import ClipError, Stage
+from stages.delivery import audio_file_duration, delivery_metrics
+from stages.faces import detect_faces, landmarks_in_box, mouth_opening
+from stages.identity import Embedder, cosine, csim_stats, make_embedder
+from stages.images import read_rgb
+from stages.lipsync import audio_envelope, best_lag
+from stages.media import decode_audio, first_stream, iter_video_frames, probe
+from stages.qc_rules import csim_limits, judge
+
+
+class QCStage(Stage):
+    """Per-clip QC metrics, ``qc_status`` and ``qc_reasons`` (see the module docstring)."""
+
+    name = "qc"
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self.cfg = config.qc
+        if self.cfg.sample_every < 1:
+            raise ValueError(f"qc.sample_every must be >= 1, got {self.cfg.sample_every}")
+        self.embedder: Embedder = make_embedder(self.cfg.embedder, self.cfg.onnx_model)
+        self._references: dict[tuple, np.ndarray | None] = {}  # presenters recur across rows
+        self.syncnet = None
+        if self.cfg.syncnet_weights:
+            from stages.syncnet import load_syncnet
+
+            self.syncnet = load_syncnet(self.cfg.syncnet_weights, self.cfg.syncnet_device)
+
+    # ------------------------------------------------------------------ stage entry point
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        if not self.cfg.enabled:
+            return {"qc_status": "skipped", "qc_reasons": ""}
+        clip = row.get("output_path")
+        if not clip or not Path(str(clip)).is_file():
+            raise ClipError(f"the rendered clip {clip!r} does not exist; re-run the render and "
+                            "mux stages for this row", field="output_path")
+        clip = Path(str(clip))
+        clip_id = str(row.get("clip_id"))
+        out_dir = Path(str(row.get("out_dir") or clip.parent.parent))
+        qc_dir = out_dir / "qc"
+        qc_dir.mkdir(parents=True, exist_ok=True)
+
+        metrics = delivery_metrics(clip)
+        expected = self._expected_duration(row, metrics)
+        metrics["duration_expected_s"] = expected
+        metrics["duration_diff_s"] = (metrics["duration_video_s"] - expected
+                                      if math.isfinite(expected) else math.nan)
+        fps = metrics["fps_out"] if math.isfinite(metrics["fps_out"]) and metrics["fps_out"] > 0 \
+            else float(row.get("fps") or self.config.ingest.fps)
+
+        reference = self._reference_embedding(row)
+        track = self._analyse_frames(clip, reference, fps) if metrics["vcodec"] else _empty_track()
+        metrics.update(self._identity_metrics(track, fps))
+        samples = self._speech(clip, row, metrics)
+        curves = self._sync_metrics(track, samples, fps, metrics)
+
+        lufs_target = self.cfg.lufs_target if self.cfg.lufs_target is not None \
+            else self.config.mux.loudness_lufs
+        status, reasons = judge(metrics, self.cfg, fps=float(self.config.ingest.fps),
+                                lufs_target=lufs_target)
+        metrics["qc_status"], metrics["qc_reasons"] = status, reasons
+        curves_path = qc_dir / f"{clip_id}.json"
+        _write_json(curves_path, {"clip_id": clip_id, "fps": fps,
+                                  "embedder": self.embedder.name,
+                                  "sample_every": self.cfg.sample_every, **curves,
+                                  "metrics": _jsonable(metrics)})
+        metrics["qc_json"] = str(curves_path)
+        metrics["qc_plot"] = None
+        if status != "pass" and self.cfg.identity_plot and track["frame"]:
+            plot = qc_dir / f"{clip_id}_identity.png"
+            warn, fail, _ = csim_limits(self.cfg, self.embedder.name)
+            plot_identity(plot, np.array(track["frame"]) / fps, np.array(track["csim"]),
+                          title=f"{clip_id} ({self.embedder.name}, qc {status})",
+                          warn=warn, fail=fail)
+            metrics["qc_plot"] = str(plot)
+        return metrics
+
+    # ------------------------------------------------------------------ pieces
+    def _expected_duration(self, row: dict[str, Any], metrics: dict[str, Any]) -> float:
+        wav = row.get("audio_wav")
+        if wav and Path(str(wav)).is_file():
+            return audio_file_duration(wav)
+        return metrics["duration_audio_s"]
+
+    def _reference_embedding(self, row: dict[str, Any]) -> np.ndarray | None:
+        """The source face's embedding (portrait, else the aligned crop), cached per file."""
+        key = tuple((str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) if p and os.path.isfile(p)
+                    else None for p in (row.get("portrait"), row.get("crop_path")))
+        if key not in self._references:
+            if len(self._references) > 256:
+                self._references.clear()
+            self._references[key] = self._embed_source(row)
+        return self._references[key]
+
+    def _embed_source(self, row: dict[str, Any]) -> np.ndarray | None:
+        for key in ("portrait", "crop_path"):
+            path = row.get(key)
+            if not path or not Path(str(path)).is_file():
+                continue
+            image = read_rgb(path, max_side=1600)
+            faces = detect_faces(image, upsample=1 if max(image.shape[:2]) < 800 else 0)
+            if faces:
+                return self.embedder.embed(image, faces[0])
+        return None
+
+    def _analyse_frames(self, clip: Path, reference: np.ndarray | None, fps: float
+                        ) -> dict[str, list]:
+        """One pass over the frames: sampled frames get detection (+ CSIM); every frame within
+        ``sync_max_seconds`` gets a mouth opening (and a SyncNet crop when enabled)."""
+        import cv2
+
+        k, max_side = self.cfg.sample_every, self.cfg.analysis_max_side
+        sync_frames = int(self.cfg.sync_max_seconds * fps)
+        track: dict[str, list] = _empty_track()
+        box: tuple[int, int, int, int] | None = None
+        n = 0
+        for chunk in iter_video_frames(clip):
+            for frame in chunk:
+                scale = max_side / max(frame.shape[:2])
+                if scale < 1:
+                    frame = cv2.resize(frame, (round(frame.shape[1] * scale),
+                                               round(frame.shape[0] * scale)),
+                                       interpolation=cv2.INTER_AREA)
+                landmarks = None
+                if n % k == 0:
+                    faces = detect_faces(frame, upsample=1 if max(frame.shape[:2]) < 400 else 0)
+                    track["frame"].append(n)
+                    track["faces"].append(len(faces))
+                    score = math.nan
+                    if faces:
+                        box, landmarks = faces[0].box, faces[0].landmarks
+                        if reference is not None:
+                            score = cosine(reference, self.embedder.embed(frame, faces[0]))
+                    track["csim"].append(score)
+                elif box is not None and n < sync_frames:
+                    landmarks = landmarks_in_box(frame, box)
+                if n < sync_frames:
+                    track["mouth"].append(mouth_opening(landmarks) if landmarks is not None
+                                          else math.nan)
+                    if self.syncnet is not None:
+                        track["crops"].append(self._syncnet_crop(frame, box))
+                n += 1
+        track["n_frames"] = [n]
+        return track
+
+    @staticmethod
+    def _syncnet_crop(frame: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+        from stages.syncnet import face_crop_224
+
+        if box is None:
+            return np.full((224, 224, 3), 110, np.uint8)
+        return face_crop_224(frame, box)
+
+    def _identity_metrics(self, track: dict[str, list], fps: float) -> dict[str, Any]:
+        frames = np.array(track["frame"], dtype=np.float64)
+        out: dict[str, Any] = csim_stats(np.array(track["csim"]), frames / fps)
+        out["qc_embedder"] = self.embedder.name
+        out["frames_sampled"] = len(track["frame"])
+        faces = np.array(track["faces"])
+        out["face_presence"] = float(np.mean(faces == 1)) if faces.size else math.nan
+        return out
+
+    def _speech(self, clip: Path, row: dict[str, Any], metrics: dict[str, Any]) -> np.ndarray:
+        """The audio the viewer hears (the clip's track), else the row's speech wav."""
+        if metrics["acodec"]:
+            return decode_audio(clip, 16000)
+        wav = row.get("audio_wav")
+        if wav and Path(str(wav)).is_file() and first_stream(probe(wav), "audio"):
+            return decode_audio(wav, 16000)
+        return np.zeros(0, np.float32)
+
+    def _sync_metrics(self, track: dict[str, list], samples: np.ndarray, fps: float,
+                      metrics: dict[str, Any]) -> dict[str, Any]:
+        mouth = np.array(track["mouth"], dtype=np.float64)
+        env = audio_envelope(samples, 16000, fps, len(mouth))
+        nan = math.nan
+        metrics.update({"sync_corr": nan, "sync_lag_frames": None, "mouth_motion": nan})
+        curves: dict[str, Any] = {
+            "frames": track["frame"], "csim": _jsonable(track["csim"]), "faces": track["faces"],
+            "mouth": _jsonable(mouth.tolist()), "envelope": env.round(6).tolist()}
+        if mouth.size >= 3 and np.isfinite(mouth).sum() >= 3 and samples.size:
+            corr, lag = best_lag(mouth, env, self.cfg.max_lag_frames)
+            metrics.update({"sync_corr": corr, "sync_lag_frames": int(lag),
+                            "mouth_motion": float(np.nanstd(mouth))})
+        if self.syncnet is not None:
+            metrics.update({"lse_c": nan, "lse_d": nan, "av_offset": None})
+            if len(track["crops"]) >= 6 and samples.size >= 6 * 640:
+                from stages.syncnet import evaluate_sync
+
+                res = evaluate_sync(self.syncnet, np.stack(track["crops"]), samples)
+                curves["syncnet_mdist"] = res.pop("mdist")
+                metrics.update(res)
+        return curves
+
+
+def _empty_track() -> dict[str, list]:
+    return {"frame": [], "faces": [], "csim": [], "mouth": [], "crops": [], "n_frames": [0]}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def plot_identity(path: str | Path, times_s: np.ndarray, csim: np.ndarray, *, title: str,
+                  warn: float | None = None, fail: float | None = None) -> Path:
+    """Save the CSIM-over-time curve (with the warn / fail lines) as a small PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 2.2), dpi=90)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(times_s, csim, marker=".", lw=1.2, color="#2a6fdb", label="CSIM")
+    for value, colour, label in ((warn, "#e0a100", "warn"), (fail, "#d23", "fail")):
+        if value is not None:
+            ax.axhline(value, color=colour, ls="--", lw=0.9, label=label)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("CSIM")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,133 @@
+"""QC thresholds -> ``qc_status`` (pass | warn | fail) and ``qc_reasons``.
+
+Each check reads one metric column, compares it with a threshold from :class:`QCConfig` (None
+disables the check) and, when it trips, adds a short reason such as
+``identity: csim_mean 0.842 < 0.910 [dlib-resnet128] (fail)``. Reasons never contain ``;``
+(the separator of ``qc_reasons``). A NaN metric (not measured) trips nothing, except where its
+absence is itself the defect (no video / no audio stream).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipeline.config import QCConfig
+
+#: Embedder-specific CSIM defaults: (csim_warn, csim_fail, csim_min_warn). dlib's vectors sit in a
+#: narrow cone (unrelated people ~0.88, same person ~0.98); ArcFace-style ~0.1 vs ~0.7.
+CSIM_DEFAULTS = {"dlib": (0.95, 0.91, 0.91), "onnx": (0.50, 0.30, 0.30)}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Verdict:
+    """Collects reasons; ``status`` is the worst level seen."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.level = 0  # 0 pass, 1 warn, 2 fail
+
+    def add(self, level: str, text: str) -> None:
+        self.reasons.append(f"{text.replace(';', ',')} ({level})")
+        self.level = max(self.level, 2 if level == "fail" else 1)
+
+    def below(self, m: dict[str, Any], key: str, limit: float | None, level: str, area: str,
+              note: str = "") -> bool:
+        value = m.get(key)
+        if limit is not None and _finite(value) and value < limit:
+            self.add(level, f"{area}: {key} {value:.3f} < {limit:.3f}{note}")
+            return True
+        return False
+
+    def above(self, m: dict[str, Any], key: str, limit: float | None, level: str, area: str,
+              absolute: bool = False) -> bool:
+        value = m.get(key)
+        if limit is None or not _finite(value):
+            return False
+        shown = abs(value) if absolute else value
+        if shown > limit:
+            name = f"|{key}|" if absolute else key
+            self.add(level, f"{area}: {name} {shown:.3g} > {limit:.3g}")
+            return True
+        return False
+
+    @property
+    def status(self) -> str:
+        return ("pass", "warn", "fail")[self.level]
+
+
+def csim_limits(cfg: QCConfig, embedder_name: str) -> tuple[float | None, ...]:
+    """``(warn, fail, min_warn)`` for the embedder: config values, else the embedder defaults."""
+    family = "dlib" if embedder_name.startswith("dlib") else "onnx"
+    defaults = CSIM_DEFAULTS[family]
+    given = (cfg.csim_warn, cfg.csim_fail, cfg.csim_min_warn)
+    return tuple(g if g is not None else d for g, d in zip(given, defaults))
+
+
+def judge(m: dict[str, Any], cfg: QCConfig, *, fps: float, lufs_target: float | None
+          ) -> tuple[str, str]:
+    """``(qc_status, qc_reasons)`` for the metric columns ``m`` of one clip."""
+    v = Verdict()
+    _identity(v, m, cfg)
+    _sync(v, m, cfg)
+    _delivery(v, m, cfg, fps=fps, lufs_target=lufs_target)
+    return v.status, "; ".join(v.reasons)
+
+
+def _identity(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
+    name = str(m.get("qc_embedder") or "dlib")
+    warn, fail, min_warn = csim_limits(cfg, name)
+    note = f" [{name}]"
+    if not v.below(m, "csim_mean", fail, "fail", "identity", note):
+        v.below(m, "csim_mean", warn, "warn", "identity", note)
+    v.below(m, "csim_min", min_warn, "warn", "identity", note)
+    v.below(m, "csim_slope", cfg.csim_slope_warn, "warn", "identity drift")
+    if not _finite(m.get("csim_mean")) and m.get("frames_sampled", 0):
+        v.add("fail", "identity: no face found in the source portrait or in any sampled frame")
+    if not v.below(m, "face_presence", cfg.face_presence_fail, "fail", "face"):
+        v.below(m, "face_presence", cfg.face_presence_warn, "warn", "face")
+
+
+def _sync(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
+    still = v.below(m, "mouth_motion", cfg.mouth_motion_fail, "fail", "sync",
+                    " (the mouth does not move)")
+    if not still and not v.below(m, "sync_corr", cfg.sync_corr_fail, "fail", "sync"):
+        v.below(m, "sync_corr", cfg.sync_corr_warn, "warn", "sync")
+    if not still:
+        v.above(m, "sync_lag_frames", cfg.sync_lag_warn, "warn", "sync", absolute=True)
+    v.below(m, "lse_c", cfg.lse_c_warn, "warn", "syncnet")
+    v.above(m, "av_offset", cfg.av_offset_warn, "warn", "syncnet", absolute=True)
+
+
+def _delivery(v: Verdict, m: dict[str, Any], cfg: QCConfig, *, fps: float,
+              lufs_target: float | None) -> None:
+    if not m.get("vcodec"):
+        v.add("fail", "delivery: the clip has no video stream")
+    if not m.get("acodec"):
+        v.add("fail", "delivery: the clip has no audio stream")
+    if not v.above(m, "duration_diff_s", cfg.duration_fail_s, "fail", "duration", absolute=True):
+        v.above(m, "duration_diff_s", cfg.duration_warn_s, "warn", "duration", absolute=True)
+    if _finite(m.get("duration_video_s")) and _finite(m.get("duration_audio_s")):
+        gap = m["duration_video_s"] - m["duration_audio_s"]
+        if cfg.duration_fail_s is not None and abs(gap) > cfg.duration_fail_s:
+            v.add("fail", f"duration: video {m['duration_video_s']:.2f} s vs its audio track "
+                          f"{m['duration_audio_s']:.2f} s")
+    for key, want in (("vcodec", cfg.expect_vcodec), ("pix_fmt", cfg.expect_pix_fmt),
+                      ("acodec", cfg.expect_acodec)):
+        if want and m.get(key) and m[key] != want:
+            v.add("warn", f"format: {key} {m[key]} (expected {want})")
+    if cfg.expect_sample_rate and m.get("sample_rate") and m["sample_rate"] != cfg.expect_sample_rate:
+        v.add("warn", f"format: sample_rate {m['sample_rate']} (expected {cfg.expect_sample_rate})")
+    if _finite(m.get("fps_out")) and fps and abs(m["fps_out"] - fps) > 0.01:
+        v.add("warn", f"format: fps {m['fps_out']:g} (expected {fps:g})")
+    if m.get("width", 0) % 2 or m.get("height", 0) % 2:
+        v.add("warn", f"format: odd frame size {m.get('width')}x{m.get('height')}")
+    lufs = m.get("lufs")
+    if m.get("acodec") and (lufs is None or not _finite(lufs) or lufs < cfg.silence_lufs):
+        shown = f"{lufs:.1f} LUFS" if _finite(lufs) else "no measurable level"
+        v.add("fail", f"loudness: the audio is silent ({shown})")
+    elif lufs_target is not None and _finite(lufs) and abs(lufs - lufs_target) > cfg.lufs_tolerance:
+        v.add("warn", f"loudness: {lufs:.1f} LUFS (target {lufs_target:g} +-{cfg.lufs_tolerance:g})")
+    v.above(m, "true_peak_db", cfg.true_peak_max_db, "warn", "loudness")
