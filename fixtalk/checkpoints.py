@@ -59,6 +59,15 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torc
         raise ValueError(f"{what} does not match the model: " + "; ".join(parts))
 
 
+def check_finite(sd: Mapping[str, torch.Tensor], what: str = "state dict") -> None:
+    """Raise ValueError naming the float tensors that hold NaN or Inf (a diverged training run)."""
+    bad = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{what}: {len(bad)} tensors contain NaN or Inf: {_fmt(bad)}; expected "
+                         "finite weights (use an earlier checkpoint of the run)")
+
+
 # ------------------------------------------------------------------------- config <-> dict
 def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
@@ -187,6 +196,7 @@ def _load_audio2lip(model: FixTalk, path: PathLike) -> None:
         model.cfg.audio2lip = want
         model.audio2lip = Audio2Lip(want, model.cfg.lip_dim)
     check_state_dict(sd, model.audio2lip.state_dict(), what=f"{path} ['audio2lip']")
+    check_finite(sd, what=f"{path} ['audio2lip']")
     model.audio2lip.load_state_dict(sd)
 
 
@@ -209,6 +219,7 @@ def load_model(path: PathLike | None = None, device: str | torch.device = "cpu",
         cfg = config_from_dict(obj["config"])
         model = FixTalk(cfg)
         check_state_dict(obj["state_dict"], model.state_dict(), what=f"{path} ['state_dict']")
+        check_finite(obj["state_dict"], what=f"{path} ['state_dict']")
         model.load_state_dict(obj["state_dict"])
         model.emotion_weights = {k: v.float().reshape(-1)
                                  for k, v in (obj.get("emotion_weights") or {}).items()}
@@ -217,6 +228,7 @@ def load_model(path: PathLike | None = None, device: str | torch.device = "cpu",
         cfg = config_from_generator(obj["gen"])
         model = FixTalk(cfg)
         model.load_generator_state_dict(obj["gen"])
+        check_finite(obj["gen"], what=f"{path} ['gen']")
         model.training_record = {"source": f"EDTalk checkpoint {Path(path).name}"}
     if audio2lip is not None:
         _load_audio2lip(model, audio2lip)
@@ -262,6 +274,7 @@ def checkpoint_id(path: PathLike | None = None) -> str:
 
 from .transfer import init_fixtalk_from_edtalk, transfer_generator  # noqa: E402  (re-export)
 
-__all__ = ["DEFAULT_CHECKPOINT", "FORMAT", "check_state_dict", "checkpoint_id", "config_from_dict",
-           "config_to_dict", "config_from_generator", "detect_layout", "init_fixtalk_from_edtalk",
-           "load_emotion_weights", "load_model", "save_checkpoint", "transfer_generator"]
+__all__ = ["DEFAULT_CHECKPOINT", "FORMAT", "check_finite", "check_state_dict", "checkpoint_id",
+           "config_from_dict", "config_to_dict", "config_from_generator", "detect_layout",
+           "init_fixtalk_from_edtalk", "load_emotion_weights", "load_model", "save_checkpoint",
+           "transfer_generator"]

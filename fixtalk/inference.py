@@ -83,6 +83,11 @@ class ClipRenderer:
         if arr.dtype != np.uint8:
             raise ValueError(f"{what}: expected dtype uint8 (0-255 RGB), got {arr.dtype}")
         nd = 3 if single else 4
+        grey = arr.ndim == nd - 1 and arr.shape[-1] != 3
+        if grey or (arr.ndim == nd and arr.shape[-1] != 3):
+            got = "1 channel (grey)" if grey else f"{arr.shape[-1]} channels"
+            raise ValueError(f"{what}: expected shape {want} with 3 channels (RGB), got {got} "
+                             f"in shape {arr.shape}; convert to RGB first")
         if arr.ndim != nd or arr.shape[-3:] != (s, s, 3) or (not single and arr.shape[0] == 0):
             raise ValueError(f"{what}: expected shape {want} (RGB, resized/cropped to the model "
                              f"size {s}), got {arr.shape}")
@@ -109,6 +114,15 @@ class ClipRenderer:
         """Encode the source portrait (S, S, 3) uint8 RGB once."""
         img = self._images(image_uint8, "source image", single=True)
         return self._encode_source(img)
+
+    @torch.no_grad()
+    def source_tensor(self, image: torch.Tensor) -> SourceState:
+        """Encode a source given as a float tensor (1, 3, S, S) in [-1, 1] (e.g. from a test or
+        another torch pipeline); same checks as :meth:`FixTalk.encode`."""
+        self.model.check_image(image)
+        if image.shape[0] != 1:
+            raise ValueError(f"source_tensor: expected one image (1, 3, S, S), got {tuple(image.shape)}")
+        return self._encode_source(image.to(device=self.device, dtype=self.dtype))
 
     def _encode_source(self, img: torch.Tensor) -> SourceState:
         m = self.model

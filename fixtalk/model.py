@@ -57,6 +57,11 @@ def validate_config(cfg: ModelConfig) -> None:
         raise ValueError(f"unknown variant {cfg.variant!r} (edtalk, edtalk_lip_pose, fixtalk)")
     if cfg.size < 8 or cfg.size & (cfg.size - 1):
         raise ValueError(f"size must be a power of two >= 8, got {cfg.size}")
+    n_dirs = cfg.lip_dim + cfg.pose_dim + (cfg.exp_dim if cfg.has_exp else 0)
+    if min(cfg.lip_dim, cfg.pose_dim, cfg.exp_dim) < 1 or cfg.style_dim < n_dirs:
+        raise ValueError(f"style_dim {cfg.style_dim} must be >= lip_dim + pose_dim (+ exp_dim) = "
+                         f"{n_dirs} (the QR basis needs that many orthonormal columns), and every "
+                         "bank size must be >= 1")
     need = [4] + cfg.levels
     missing = [r for r in need if r not in cfg.channels]
     if missing:
@@ -123,10 +128,23 @@ class FixTalk(nn.Module):
         return self.cfg.has_exp
 
     def check_image(self, img: torch.Tensor) -> None:
+        """Raise ValueError unless ``img`` is a finite float batch (B, 3, S, S) (values in [-1, 1])."""
         s = self.cfg.size
-        if not torch.is_tensor(img) or img.ndim != 4 or img.shape[1] != 3 or img.shape[2:] != (s, s):
-            shape = tuple(img.shape) if torch.is_tensor(img) else type(img).__name__
-            raise ValueError(f"expected images (B, 3, {s}, {s}) in [-1, 1], got {shape}")
+        want = f"expected images (B, 3, {s}, {s}) float in [-1, 1]"
+        if not torch.is_tensor(img):
+            raise ValueError(f"{want}, got {type(img).__name__}")
+        if img.ndim != 4 or img.shape[0] == 0:
+            raise ValueError(f"{want}, got shape {tuple(img.shape)}")
+        if img.shape[1] != 3:
+            raise ValueError(f"{want}, got {img.shape[1]} channels (shape {tuple(img.shape)}); "
+                             "convert grey/RGBA images to RGB")
+        if tuple(img.shape[2:]) != (s, s):
+            raise ValueError(f"{want}, got {tuple(img.shape[2:])} pixels (shape "
+                             f"{tuple(img.shape)}); crop/resize to the model size {s}")
+        if not img.is_floating_point():
+            raise ValueError(f"{want}, got dtype {img.dtype} (map uint8 x to x / 127.5 - 1)")
+        if not bool(torch.isfinite(img).all()):
+            raise ValueError(f"{want}, got NaN or Inf values")
 
     def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """E(I) -> (f_6 code (B, D), feats coarse -> fine)."""
@@ -222,3 +240,29 @@ class FixTalk(nn.Module):
     def train(self, mode: bool = True):
         self._basis.clear()
         return super().train(mode)
+
+
+def plausible_random_init_(model: FixTalk, seed: int = 0, flow_scale: float = 0.05,
+                           const_sigma: float = 0.1) -> FixTalk:
+    """Random weights that behave like a trained network, as the parity fixture makes them
+    (shared/fixtures/README.md section 4): every float tensor whose elements are all equal after
+    init (biases, modulation biases, noise weights, EDI's zero output projection, BatchNorm
+    statistics) gets N(0, ``const_sigma``^2) noise (FIR ``kernel`` buffers excepted), and the
+    ToFlow weights are scaled by ``flow_scale`` so the warps stay near identity. With the N(0, 1)
+    init the flows saturate and grid_sample amplifies float32 round-off by ~1e4, which makes
+    batched-vs-per-frame comparisons meaningless. For benchmarks and tests; returns ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if not t.is_floating_point() or t.numel() == 0 or name.endswith("kernel"):
+                continue
+            if name.startswith("dec.to_flows.") and name.endswith("conv.weight"):
+                t.mul_(flow_scale)
+            elif bool((t == t.reshape(-1)[0]).all()):
+                noise = torch.randn(t.shape, generator=g) * const_sigma
+                t.add_(noise.to(t.device, t.dtype))
+                if name.endswith("running_var"):
+                    t.clamp_(min=0.5)
+    model._basis.clear()
+    return model
+

@@ -1,0 +1,167 @@
+"""Clip rendering (issue 2, deliverable 4): the fast batched path equals the per-frame
+reference-style path (max abs diff <= 1e-4) for lip-only, lip+pose and lip+pose+exp driving at
+batch sizes 1/3/8, uint8 mapping without min-max stretching, audio -> lip weights, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fixtalk.inference import ClipRenderer, to_uint8
+from tests.nets_common import one_torch_thread  # noqa: F401  (autouse fixture)
+from tests.nets_common import image_tensor, small_model, smooth_image
+
+T = 9  # frames: one partial batch for every batch size below
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {v: small_model(v, seed=i) for i, v in enumerate(("edtalk", "edtalk_lip_pose", "fixtalk"))}
+
+
+def driving(model, state, seed: int = 0):
+    """Per-frame lip / pose / expression weights around the source's own."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 3, T).unsqueeze(1)
+    lip = state.alpha_lip + 0.5 * torch.sin(t + torch.rand(1, 20, generator=g) * 6)
+    pose = state.alpha_pose + 0.2 * torch.sin(t + torch.rand(1, 6, generator=g) * 6)
+    exp = None
+    if model.has_exp:
+        exp = state.alpha_exp + torch.sin(t + torch.rand(1, 10, generator=g) * 6)
+    return lip, pose, exp
+
+
+CASES = [  # (variant, mode)
+    ("edtalk", "lip"), ("edtalk", "lip+pose"), ("edtalk", "lip+pose+exp"), ("edtalk", "lip+pose+label"),
+    ("edtalk_lip_pose", "lip"), ("edtalk_lip_pose", "lip+pose"),
+    ("fixtalk", "lip"), ("fixtalk", "lip+pose+exp"),
+]
+
+
+@pytest.mark.parametrize("variant, mode", CASES)
+def test_fast_path_equals_per_frame_reference(models, variant, mode):
+    model = models[variant]
+    r = ClipRenderer(model, batch_size=1)
+    state = r.source(smooth_image(32, seed=11))
+    lip, pose, exp = driving(model, state)
+    pose = pose if "pose" in mode else None
+    exp = {"lip+pose+exp": exp, "lip+pose+label": None if exp is None else exp[3:4]}.get(mode)
+    ref = torch.cat(list(r.render_reference_float(state, lip, pose, exp)))
+    assert ref.shape == (T, 3, 32, 32)
+    assert (ref[0] - ref[-1]).abs().max() > 1e-3  # the driving actually moves the frames
+    for bs in (1, 3, 8):
+        r.batch_size = bs
+        chunks = list(r.render_float(state, lip, pose, exp))
+        assert [len(c) for c in chunks] == [min(bs, T - i) for i in range(0, T, bs)]
+        diff = (torch.cat(chunks) - ref).abs().max().item()
+        assert diff <= TOL, (variant, mode, bs, diff)
+
+
+def test_fast_path_depends_on_each_driving_component(models):
+    model = models["edtalk"]
+    r = ClipRenderer(model, batch_size=4)
+    state = r.source(smooth_image(32, seed=11))
+    lip, pose, exp = driving(model, state)
+    base = torch.cat(list(r.render_float(state, lip, pose, exp)))
+    for changed in ((lip * 0, pose, exp), (lip, pose * 0, exp), (lip, pose, exp * 0)):
+        assert (torch.cat(list(r.render_float(state, *changed))) - base).abs().max() > 1e-3
+
+
+def test_uint8_mapping_is_fixed_not_stretched(models):
+    x = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0, -3.0, 3.0]).view(1, 1, 1, 7).expand(1, 3, 1, 7)
+    np.testing.assert_array_equal(to_uint8(x)[0, 0, :, 0], [0, 64, 128, 191, 255, 0, 255])
+    flat = to_uint8(torch.full((2, 3, 4, 4), 0.1))
+    assert flat.shape == (2, 4, 4, 3) and flat.dtype == np.uint8 and np.all(flat == 140)
+    r = ClipRenderer(models["edtalk"], batch_size=4)
+    state = r.source(smooth_image(32, seed=11))
+    lip = driving(models["edtalk"], state)[0]
+    floats = torch.cat(list(r.render_float(state, lip)))
+    frames = np.concatenate(list(r.render(state, lip)))
+    expected = ((floats.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    np.testing.assert_array_equal(frames, expected.numpy())
+
+
+def test_lip_weights_from_audio_and_motion_weights_from_frames(models):
+    r = ClipRenderer(models["edtalk"], batch_size=3)
+    wave = (0.3 * np.sin(np.linspace(0, 400 * np.pi, 16000 + 300))).astype(np.float32)
+    lip = r.lip_weights(wave)
+    assert lip.shape == (25, 20) and torch.isfinite(lip).all()  # floor(16300 / 640) frames
+    frames = np.stack([smooth_image(32, seed=s) for s in range(4)])
+    w = r.motion_weights(frames)
+    assert w["lip"].shape == (4, 20) and w["pose"].shape == (4, 6) and w["exp"].shape == (4, 10)
+    one = r.motion_weights(frames[2:3])
+    torch.testing.assert_close(one["pose"][0], w["pose"][2], atol=1e-5, rtol=0)
+
+
+def test_source_tensor_equals_uint8_source(models):
+    r = ClipRenderer(models["fixtalk"])
+    img = smooth_image(32, seed=5)
+    a = r.source(img)
+    b = r.source_tensor(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1)
+    torch.testing.assert_close(a.code, b.code, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.motion, b.motion, atol=1e-5, rtol=0)
+
+
+def test_bf16_autocast_runs_close_to_float32(models):
+    r32 = ClipRenderer(models["edtalk_lip_pose"], batch_size=4)
+    state = r32.source(smooth_image(32, seed=1))
+    lip = driving(models["edtalk_lip_pose"], state)[0][:4]
+    ref = torch.cat(list(r32.render_float(state, lip)))
+    r16 = ClipRenderer(models["edtalk_lip_pose"], batch_size=4, autocast="bf16")
+    out = torch.cat(list(r16.render_float(r16.source(smooth_image(32, seed=1)), lip)))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).abs().mean() < 0.1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu(models):
+    rc, rg = ClipRenderer(models["edtalk"]), ClipRenderer(small_model("edtalk"), device="cuda")
+    sc, sg = rc.source(smooth_image(32)), rg.source(smooth_image(32))
+    lip = driving(models["edtalk"], sc)[0]
+    a = torch.cat(list(rc.render_float(sc, lip)))
+    b = torch.cat(list(rg.render_float(sg, lip.cuda()))).cpu()
+    assert (a - b).abs().max() < 1e-3
+
+
+# ------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("image, match", [
+    (np.zeros((16, 16, 3), np.uint8), r"expected shape \(32, 32, 3\).*model size 32\), got \(16, 16, 3\)"),
+    (np.zeros((32, 32, 4), np.uint8), "3 channels \\(RGB\\), got 4 channels"),
+    (np.zeros((32, 32), np.uint8), "got 1 channel \\(grey\\)"),
+    (np.zeros((32, 32, 3), np.float32), "expected dtype uint8"),
+    ([[0, 0, 0]], "numpy uint8 array"),
+])
+def test_bad_source_images(models, image, match):
+    r = ClipRenderer(models["edtalk"])
+    with pytest.raises(ValueError, match=match) as err:
+        r.source(image)
+    assert err.value.args[0].startswith("source image:")
+
+
+def test_bad_driving_inputs(models):
+    r = ClipRenderer(models["edtalk"])
+    state = r.source(smooth_image(32))
+    lip, pose, exp = driving(models["edtalk"], state)
+    nan_lip = lip.clone()
+    nan_lip[2, 3] = float("nan")
+    inf_pose = pose.clone()
+    inf_pose[0, 0] = float("inf")
+    bad = [((nan_lip, None, None), "alpha_lip contains NaN or Inf"),
+           ((lip, inf_pose, None), "alpha_pose contains NaN or Inf"),
+           ((lip[:, :19], None, None), r"alpha_lip: expected shape \(T, 20\), got \(9, 19\)"),
+           ((lip, pose[:5], None), "alpha_pose: 5 rows, expected 9 .* or 1"),
+           ((lip, None, exp[:, :3]), r"alpha_exp: expected shape \(T, 10\)")]
+    for args, match in bad:
+        with pytest.raises(ValueError, match=match):
+            next(r.render_float(state, *args))
+    with pytest.raises(ValueError, match="driving frames: expected shape \\(N, 32, 32, 3\\)"):
+        r.motion_weights(smooth_image(32))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        r.lip_weights(np.full(3200, np.nan, np.float32))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        r.source_tensor(image_tensor(32).fill_(float("inf")))
+    with pytest.raises(ValueError, match="fp16 autocast needs a CUDA device"):
+        ClipRenderer(models["edtalk"], autocast="fp16")
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        ClipRenderer(models["edtalk"], batch_size=0)
