@@ -139,6 +139,8 @@ class StageConfig:
     window: int = 1  # consecutive driving frames per item (audio2lip uses 5)
     l1: float = 1.0
     perceptual: float = 1.0
+    track: float = 0.0  # synthetic data: alpha_lip[0] ~ 4 mouth_open, alpha_lip[1] ~ 4 (mouth_width - 1)
+    mouth: float = 0.0  # extra L1 inside the driver's mouth box (landmarks 48-67), see losses.mouth_l1
     gan: float = 0.0
     gan_start: int = 0  # stage step from which the GAN terms are on
     latent: float = 1.0  # lip_pose latent consistency

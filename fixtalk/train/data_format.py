@@ -187,6 +187,13 @@ class TalkingFaceDataset(Dataset):
         return self._mels[ci]
 
     @staticmethod
+    def _track(tracks: dict, name: str, idx: np.ndarray) -> np.ndarray:
+        """Synthetic motion track at ``idx`` (NaN for real clips, which have none)."""
+        if name not in tracks:
+            return np.full(len(idx), np.nan, np.float32)
+        return np.asarray(tracks[name], np.float32)[idx]
+
+    @staticmethod
     def _to_tensor(frames: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.array(frames, dtype=np.float32))
         return t.div_(127.5).sub_(1.0).movedim(-1, -3)
@@ -198,8 +205,7 @@ class TalkingFaceDataset(Dataset):
         src = int(rng.integers(clip.num_frames))
         idx = np.arange(start, start + self.window)
         tracks = clip.meta.get("tracks", {})
-        mouth = np.asarray(tracks["mouth_open"], np.float32)[idx] if "mouth_open" in tracks else np.full(
-            len(idx), np.nan, np.float32)
+        mouth = self._track(tracks, "mouth_open", idx)
         item = {
             "source": self._to_tensor(clip.frames[src]),
             "driving": self._to_tensor(clip.frames[idx]),
@@ -208,6 +214,7 @@ class TalkingFaceDataset(Dataset):
             "landmarks": torch.from_numpy(clip.landmarks[idx].astype(np.float32)),
             "source_landmarks": torch.from_numpy(clip.landmarks[src].astype(np.float32)),
             "mouth_open": torch.from_numpy(mouth),
+            "mouth_width": torch.from_numpy(self._track(tracks, "mouth_width", idx)),
             "clip": torch.tensor(ci),
         }
         if self.with_mel:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fixtalk import losses as fx_losses
 from fixtalk.config import StageConfig
 from fixtalk.train.composite import mouth_swap
-from fixtalk.train.losses import l1, latent_consistency
+from fixtalk.train.losses import l1, latent_consistency, mouth_l1
 
 
 @dataclass
@@ -37,10 +37,12 @@ class StepContext:
 
 
 def image_terms(ctx: StepContext, fake: torch.Tensor, real: torch.Tensor, st: StageConfig,
-                prefix: str = "") -> dict[str, torch.Tensor]:
+                prefix: str = "", landmarks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     out = {}
     if st.l1:
         out[prefix + "l1"] = st.l1 * l1(fake, real)
+    if st.mouth and landmarks is not None:
+        out[prefix + "mouth"] = st.mouth * mouth_l1(fake, real, landmarks)
     if st.perceptual:
         out[prefix + "perc"] = st.perceptual * ctx.perceptual(fake, real)
     return out
@@ -58,10 +60,25 @@ def _render(model, source, driver, alpha=None, source_enc=None, driver_enc=None)
     return image, (a_lip, a_pose, a_exp), {"z_s": z_s, "z_d": z_d, **aux}
 
 
+def track_term(alpha_lip: torch.Tensor, batch: dict, st: StageConfig) -> dict[str, torch.Tensor]:
+    """*Choice* for synthetic data (known motion tracks; NaN for real clips, which are skipped):
+    tie the first two lip weights to the mouth opening and width, so the lip bank's leading
+    directions mean "open" and "wide" from the start and the decoder gets a clean, strong signal."""
+    if not st.track or "mouth_open" not in batch:
+        return {}
+    target = torch.stack([4.0 * batch["mouth_open"][:, 0], 4.0 * (batch["mouth_width"][:, 0] - 1.0)], 1)
+    ok = torch.isfinite(target).all(1)
+    if not ok.any():
+        return {}
+    return {"track": st.track * F.mse_loss(alpha_lip[ok, :2], target[ok].to(alpha_lip.dtype))}
+
+
 def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
     src, drv = batch["source"], batch["driving"][:, 0]
     out = ctx.model(src, drv)
-    return image_terms(ctx, out.image, drv, st), [out.image]
+    terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
+    terms.update(track_term(out.alpha_lip, batch, st))
+    return terms, [out.image]
 
 
 def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
@@ -76,8 +93,8 @@ def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
     lip_w = model.bank_weights(model.motion_code(model.encode(b_with_a_mouth)))[0]
     _, pose_w, exp_w = model.bank_weights(model.motion_code(model.encode(a_with_b_mouth)))
     cross_img, _, _ = _render(model, src, drv, alpha=(lip_w, pose_w, e_s), source_enc=enc_s, driver_enc=enc_d)
-    terms = image_terms(ctx, self_img, drv, st, "self_")
-    terms.update(image_terms(ctx, cross_img, drv, st, "cross_"))
+    terms = image_terms(ctx, self_img, drv, st, "self_", landmarks=lm)
+    terms.update(image_terms(ctx, cross_img, drv, st, "cross_", landmarks=lm))
     if st.latent:
         lat_self = model.partial_latents(l_s, p_s)
         lat_cross = model.partial_latents(lip_w, pose_w)
@@ -95,14 +112,15 @@ def exp_losses(ctx: StepContext, batch: dict, st: StageConfig):
         a_lip, a_pose, _ = model.bank_weights(z_d)
     a_exp = model.bank_weights(z_d)[2]  # ELN learns what lip and pose leave unexplained
     image, _, _ = _render(model, src, drv, alpha=(a_lip, a_pose, a_exp), driver_enc=enc_d)
-    return image_terms(ctx, image, drv, st), [image]
+    return image_terms(ctx, image, drv, st, landmarks=batch["landmarks"][:, 0]), [image]
 
 
 def fixtalk_losses(ctx: StepContext, batch: dict, st: StageConfig):
     model = ctx.model
     src, drv = batch["source"], batch["driving"][:, 0]
     out = model(src, drv)
-    terms = image_terms(ctx, out.image, drv, st)
+    terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
+    terms.update(track_term(out.alpha_lip, batch, st))
     cfg = model.cfg
     if model.emi is not None and st.dis:
         terms["dis"] = st.dis * fx_losses.dis_loss(out.z_s, out.z_d, cfg.emi.margin)
@@ -137,7 +155,8 @@ def audio2lip_losses(ctx: StepContext, batch: dict, st: StageConfig, with_image:
         a_exp_k = a_exp.reshape(b, t, -1)[:, k] if a_exp is not None else None
         image = model.decode(enc_s[0], enc_s[1], pred[:, k], a_pose.reshape(b, t, -1)[:, k], a_exp_k,
                              source_motion=src_motion)
-        for name, v in image_terms(ctx, image, drv[:, k], st, "img_").items():
+        for name, v in image_terms(ctx, image, drv[:, k], st, "img_",
+                                       landmarks=batch["landmarks"][:, k]).items():
             terms[name] = st.image * v
         fakes.append(image)
     return terms, fakes
@@ -150,6 +169,18 @@ STAGE_FUNCTIONS = {
     "fixtalk": fixtalk_losses,
     "audio2lip": audio2lip_losses,
 }
+
+
+def set_stage_mode(model: torch.nn.Module, stage: str) -> None:
+    """Train/eval mode of a stage. exp and audio2lip keep the frozen parts in inference
+    behaviour (EDI reads the motion-source memory); Audio2Lip itself trains in train mode so its
+    BatchNorm layers normalise by batch statistics and learn running statistics for inference
+    (in eval mode they would stay at their initial mean 0 / variance 1 forever)."""
+    model.train()
+    if stage in ("exp", "audio2lip"):
+        model.eval()
+    if stage == "audio2lip":
+        model.audio2lip.train()
 
 
 def trainable_prefixes(stage: str, model) -> tuple[str, ...] | None:

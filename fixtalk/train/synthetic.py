@@ -16,6 +16,7 @@ Usage: ``python -m fixtalk.train.synthetic OUT --clips N --size 128 [--eval-clip
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -58,13 +59,28 @@ def augment_colour(image: np.ndarray, rng: np.random.Generator, strength: float 
     return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
 
 
+_LANDMARK_CACHE: dict[str, np.ndarray] = {}
+
+
+def portrait_landmarks(image: np.ndarray) -> np.ndarray:
+    """dlib-68 landmarks of the portrait's face, cached by image content (detection on a large
+    portrait takes seconds and every clip of a portrait needs the same landmarks)."""
+    key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() + str(image.shape)
+    if key not in _LANDMARK_CACHE:
+        lm = cropping.detect_landmarks(image)
+        if lm is None:
+            raise ValueError(f"no face found in the portrait {image.shape} (dlib HOG detector); "
+                             "expected a frontal face photograph")
+        _LANDMARK_CACHE[key] = lm
+    return _LANDMARK_CACHE[key].copy()
+
+
 def aligned_portrait(image: np.ndarray, size: int, rng: np.random.Generator | None, flip: bool = False,
-                     oversample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                     oversample: int = 2, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Portrait aligned to the canonical crop at ``oversample * size`` and its landmarks in ``size``
-    pixels; with ``rng``, a random crop scale / shift (and ``flip``) augments it."""
-    lm = cropping.detect_landmarks(image)
-    if lm is None:
-        raise ValueError("no face found in the portrait (dlib HOG detector)")
+    pixels; with ``rng``, a random crop scale / shift (and ``flip``) augments it. ``landmarks``:
+    the face's 68 points in ``image`` (detected when None)."""
+    lm = portrait_landmarks(image) if landmarks is None else np.array(landmarks, dtype=np.float64)
     if flip:
         image = np.ascontiguousarray(image[:, ::-1])
         lm = lm.copy()
@@ -126,7 +142,9 @@ def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Ge
     visemes, mouth_open, width = viseme_track(phones, n, amplitude=amplitude)
     flip = bool(augment and rng.random() < 0.5)
     image = augment_colour(portrait, rng) if augment else portrait
-    base, base_lm = aligned_portrait(image, size, rng if augment else None, flip=flip)
+    # colour augmentation moves no landmark: detect once on the (cached) original portrait
+    base, base_lm = aligned_portrait(image, size, rng if augment else None, flip=flip,
+                                     landmarks=portrait_landmarks(portrait))
     tracks = motion_tracks(rng, n, still=bool(rng.random() < 0.25))
     tracks["mouth_open"] = mouth_open.astype(np.float64)
     tracks["mouth_width"] = width.astype(np.float64)
@@ -146,9 +164,10 @@ def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Ge
 
 
 def build(out: str | Path, clips: int, size: int = 128, eval_clips: int = 4, seed: int = 0,
-          log=print) -> list[Path]:
+          log=print, utterances: dict[str, list[Utterance]] | None = None) -> list[Path]:
     """Write ``clips`` training clips (astronaut) and ``eval_clips`` held-out clips (Grace Hopper,
-    held-out sentences/voice/recording) under ``out``."""
+    held-out sentences/voice/recording) under ``out``. ``utterances`` ({"train": [...], "eval":
+    [...]}) replaces the default speech of a split (tests use one short utterance)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     written = []
@@ -156,7 +175,8 @@ def build(out: str | Path, clips: int, size: int = 128, eval_clips: int = 4, see
         if count <= 0:
             continue
         names = [k for k, v in PORTRAITS.items() if v[2] == split]
-        utts = speech_utterances(held_out=(split == "eval"), seed=seed)
+        given = (utterances or {}).get(split)
+        utts = given if given else speech_utterances(held_out=(split == "eval"), seed=seed)
         log(f"[synthetic] {split}: {len(utts)} utterances, portraits {names}")
         for i in range(count):
             name = names[i % len(names)]

@@ -38,7 +38,7 @@ from fixtalk.presets import get_preset
 from fixtalk.train.data_format import TalkingFaceDataset
 from fixtalk.train.discriminator import Discriminator
 from fixtalk.train.losses import d_logistic, g_nonsaturating, perceptual_loss
-from fixtalk.train.stage_steps import STAGE_FUNCTIONS, StepContext, trainable_prefixes
+from fixtalk.train.stage_steps import STAGE_FUNCTIONS, StepContext, set_stage_mode, trainable_prefixes
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
@@ -177,9 +177,7 @@ class Trainer:
     def run_stage(self, st: StageConfig) -> None:
         if st.name not in STAGE_FUNCTIONS:
             raise ValueError(f"unknown training stage {st.name!r}; choose from {sorted(STAGE_FUNCTIONS)}")
-        self.model.train()
-        if st.name in ("exp", "audio2lip"):
-            self.model.eval()  # frozen parts keep inference behaviour (EDI reads the ms memory)
+        set_stage_mode(self.model, st.name)  # frozen parts keep inference behaviour
         opt, d_opt = self._optimizers(st)
         ctx = StepContext(model=self.model, perceptual=self.perceptual)
         batches = self._loader(st)

@@ -1,0 +1,334 @@
+"""Held-out evaluation of a trained model (``make eval-default``).
+
+    python -m fixtalk.train.evaluate --checkpoint PATH --data DATA [--json OUT] [--device cpu]
+
+Uses only the clips of split ``eval`` under DATA (the synthetic set holds out the Grace Hopper
+portrait, two sentences, one espeak-ng voice and one LibriVox recording; see synthetic.py). The
+source image of a clip is its first frame. Four groups of figures, each line pass/fail:
+
+(a) reconstruction: the source driven by each (sub-sampled) target frame of its clip through the
+    model (self-reconstruction), PSNR / SSIM (skimage.metrics) against the target, beside the
+    baseline of copying the source; pass when the PSNR gain is >= 3 dB;
+(b) lips follow speech: frames rendered from the clip's audio (Audio2Lip lip weights, the source's
+    own pose/expression, as the renderer does), per-frame mouth opening from dlib-68 landmarks of
+    the rendered pixels, Pearson correlation with the speech RMS envelope per 40 ms frame (pooled
+    over the clips, lag 0; the best lag within +-2 frames is reported too); pass >= 0.5. Silence:
+    the same from a near-silent waveform (white noise at -60 dBFS); pass when the mouth hardly
+    moves (std <= 0.35 x the std on speech) and does not follow the input (|r| <= 0.3);
+(c) identity: dlib's 128-d face embedding of the source vs every measured rendered frame of (a)
+    and (b): pass when the largest Euclidean distance is < 0.6 (dlib's same-person threshold);
+    the mean cosine similarity is reported;
+(d) pose: the source driven by the head pose of another held-out clip (pose weights only; lips
+    and expression the source's), roll (eye-line angle) and yaw proxy (nose tip vs jaw centre,
+    over jaw width) tracks measured with dlib on the driver and on the render; pass when both
+    correlations are >= 0.5. The driver's measured tracks are also correlated with the known
+    synthetic tracks (``meta.tracks``) to show the measurement itself is sound.
+
+Exit status 0 when every line passes, 1 otherwise, 2 on bad arguments/data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fixtalk.train.data_format import FPS, SAMPLE_RATE, Clip, list_clips, read_clip
+
+SILENCE_RMS = 1e-3  # -60 dBFS white noise: "silence" with a real (tiny) signal
+
+
+@dataclass
+class Check:
+    name: str
+    value: str
+    threshold: str
+    passed: bool | None  # None = reported only
+
+
+# ---------------------------------------------------------------------------------- faces
+class FaceMeter:
+    """dlib landmarks / embeddings of (rendered) crops; falls back to the last box found when the
+    HOG detector misses a frame (or reuses it on purpose with ``detect=False``)."""
+
+    def __init__(self) -> None:
+        from stages import faces
+
+        self.faces = faces
+        self.box: tuple[int, int, int, int] | None = None
+        self.detected = 0
+        self.measured = 0
+
+    def face(self, frame: np.ndarray, detect: bool = True):
+        self.measured += 1
+        if detect or self.box is None:
+            found = self.faces.detect_faces(frame, upsample=1)
+            if found:
+                self.detected += 1
+                self.box = found[0].box
+                return found[0]
+        if self.box is None:
+            return None
+        lm = self.faces.landmarks_in_box(frame, self.box)
+        return self.faces.Face(self.box, lm, 0.0)
+
+    def landmarks(self, frames: np.ndarray, detect: bool = True) -> np.ndarray:
+        """(N, 68, 2); NaN rows where no face was ever found."""
+        out = np.full((len(frames), 68, 2), np.nan)
+        for i, f in enumerate(frames):
+            face = self.face(f, detect)
+            if face is not None:
+                out[i] = face.landmarks
+        return out
+
+    def embedding(self, frame: np.ndarray) -> np.ndarray | None:
+        face = self.face(frame, detect=True)
+        return None if face is None else self.faces.face_embedding(frame, face)
+
+
+def mouth_track(lms: np.ndarray) -> np.ndarray:
+    from stages.faces import mouth_opening
+
+    return np.array([mouth_opening(lm) if np.isfinite(lm).all() else np.nan for lm in lms])
+
+
+def head_angles(lms: np.ndarray) -> dict[str, np.ndarray]:
+    """roll (deg, eye line), yaw proxy (nose tip 30 vs jaw centre 0/16, over jaw width)."""
+    eye_l, eye_r = lms[:, 36:42].mean(1), lms[:, 42:48].mean(1)
+    d = eye_r - eye_l
+    roll = np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+    jaw_mid = (lms[:, 0] + lms[:, 16]) / 2
+    width = np.linalg.norm(lms[:, 16] - lms[:, 0], axis=1)
+    # the yaw offset is measured along the eye line so roll does not leak into it
+    u = d / np.linalg.norm(d, axis=1, keepdims=True)
+    yaw = np.einsum("nd,nd->n", lms[:, 30] - jaw_mid, u) / width
+    return {"roll": roll, "yaw": yaw}
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    from stages.lipsync import pearson as _p
+
+    keep = np.isfinite(a) & np.isfinite(b)
+    return _p(np.asarray(a)[keep], np.asarray(b)[keep])
+
+
+# ---------------------------------------------------------------------------------- parts
+def _render(renderer, state, lip, pose=None, exp=None) -> np.ndarray:
+    return np.concatenate(list(renderer.render(state, lip, pose, exp)))
+
+
+def eval_reconstruction(renderer, clips: list[Clip], max_frames: int) -> tuple[dict, list[np.ndarray]]:
+    from skimage.metrics import peak_signal_noise_ratio as psnr
+    from skimage.metrics import structural_similarity as ssim
+
+    rows = {"psnr": [], "ssim": [], "psnr_copy": [], "ssim_copy": []}
+    renders = []
+    for clip in clips:
+        n = clip.num_frames
+        idx = np.unique(np.linspace(1, n - 1, min(max_frames, n - 1)).round().astype(int))
+        source = np.array(clip.frames[0])
+        targets = np.array(clip.frames[idx])
+        state = renderer.source(source)
+        w = renderer.motion_weights(targets)
+        out = _render(renderer, state, w["lip"], w["pose"], w["exp"])
+        renders.append(out)
+        for t, r in zip(targets, out):
+            rows["psnr"].append(psnr(t, r, data_range=255))
+            rows["ssim"].append(ssim(t, r, data_range=255, channel_axis=2))
+            rows["psnr_copy"].append(psnr(t, source, data_range=255))
+            rows["ssim_copy"].append(ssim(t, source, data_range=255, channel_axis=2))
+    fig = {k: float(np.mean(v)) for k, v in rows.items()}
+    fig["psnr_gain"] = fig["psnr"] - fig["psnr_copy"]
+    fig["frames"] = len(rows["psnr"])
+    return fig, renders
+
+
+def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0) -> tuple[dict, list[np.ndarray]]:
+    from stages.lipsync import audio_envelope, best_lag
+
+    rng = np.random.default_rng(seed)
+    speech_m, speech_e, sil_m, sil_e, truth_m = [], [], [], [], []
+    measured = []
+    meter = FaceMeter()
+    for clip in clips:
+        state = renderer.source(np.array(clip.frames[0]))
+        n = clip.num_frames
+        env = audio_envelope(clip.audio, SAMPLE_RATE, FPS, n)
+        silence = (rng.standard_normal(len(clip.audio)) * SILENCE_RMS).astype(np.float32)
+        env_sil = audio_envelope(silence, SAMPLE_RATE, FPS, n)
+        idx = np.arange(0, n, stride)
+        for wave, ms, es, e in ((clip.audio, speech_m, speech_e, env), (silence, sil_m, sil_e, env_sil)):
+            lip = renderer.lip_weights(wave)[:n][idx]  # smoothed over all frames, rendered where measured
+            frames = _render(renderer, state, lip)
+            meter.box = None  # the head stays still (source pose): detect on the first frame only
+            ms.append(mouth_track(meter.landmarks(frames, detect=False)))
+            es.append(e[idx])
+            if wave is clip.audio:
+                measured.append(frames)
+        tracks = clip.meta.get("tracks", {})
+        if "mouth_open" in tracks:
+            truth_m.append(np.asarray(tracks["mouth_open"], float)[idx])
+    sm, se, qm, qe = (np.concatenate(x) for x in (speech_m, speech_e, sil_m, sil_e))
+    r_best, lag = best_lag(np.concatenate(speech_m), se, max_lag=2)
+    fig = {
+        "corr_speech": pearson(sm, se),
+        "corr_speech_best": r_best, "best_lag_frames": lag,
+        "corr_speech_per_clip": [pearson(m, e) for m, e in zip(speech_m, speech_e)],
+        "corr_silence": pearson(qm, qe),
+        "mouth_std_speech": float(np.nanstd(sm)), "mouth_std_silence": float(np.nanstd(qm)),
+        "mouth_mean_speech": float(np.nanmean(sm)), "mouth_mean_silence": float(np.nanmean(qm)),
+        "face_found": meter.detected / max(1, len(clips) * 2),
+        "frames": int(len(sm)),
+    }
+    fig["std_ratio_silence"] = fig["mouth_std_silence"] / max(fig["mouth_std_speech"], 1e-9)
+    if truth_m:  # the ceiling: the training targets' own mouth track against the envelope
+        fig["corr_ground_truth_track"] = pearson(np.concatenate(truth_m), se)
+    return fig, measured
+
+
+def eval_identity(sources: list[np.ndarray], renders: list[np.ndarray], per_clip: int) -> dict:
+    from stages.identity import cosine
+
+    meter = FaceMeter()
+    dists, cos = [], []
+    missing = 0
+    for src, frames in zip(sources, renders):
+        ref = meter.embedding(src)
+        if ref is None:
+            raise ValueError("no face found in a held-out source frame; is the data set an aligned-crop set?")
+        pick = frames[np.unique(np.linspace(0, len(frames) - 1, min(per_clip, len(frames))).round().astype(int))]
+        for f in pick:
+            e = meter.embedding(f)
+            if e is None:
+                missing += 1
+                continue
+            dists.append(float(np.linalg.norm(e - ref)))
+            cos.append(cosine(e, ref))
+    return {"max_distance": float(np.max(dists)), "mean_distance": float(np.mean(dists)),
+            "mean_cosine": float(np.mean(cos)), "min_cosine": float(np.min(cos)),
+            "frames": len(dists), "no_face": missing}
+
+
+def eval_pose(renderer, clips: list[Clip], stride: int) -> dict:
+    src_clip = clips[0]
+    drv_clip = clips[1] if len(clips) > 1 else clips[0]
+    idx = np.arange(0, drv_clip.num_frames, stride)
+    driver = np.array(drv_clip.frames[idx])
+    state = renderer.source(np.array(src_clip.frames[0]))
+    pose = renderer.motion_weights(driver)["pose"]
+    lip = state.alpha_lip.expand(len(driver), -1)
+    out = _render(renderer, state, lip, pose, None)
+    a_drv = head_angles(FaceMeter().landmarks(driver))
+    a_out = head_angles(FaceMeter().landmarks(out))
+    fig = {f"corr_{k}": pearson(a_drv[k], a_out[k]) for k in a_drv}
+    fig.update({f"std_{k}_driver": float(np.nanstd(a_drv[k])) for k in a_drv})
+    fig.update({f"std_{k}_render": float(np.nanstd(a_out[k])) for k in a_out})
+    tracks = drv_clip.meta.get("tracks", {})
+    for k in ("roll", "yaw"):
+        if k in tracks:  # soundness of the measurement on the driver itself
+            fig[f"measure_check_{k}"] = pearson(a_drv[k], np.asarray(tracks[k], float)[idx])
+    fig["frames"] = int(len(idx))
+    fig["driver_clip"] = drv_clip.path.name
+    return fig
+
+
+# ---------------------------------------------------------------------------------- driver
+def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_clips: int = 5,
+             recon_frames: int = 16, stride: int = 2, log=print) -> dict:
+    """Run (a)-(d) on the held-out clips; returns {"figures", "checks", "passed", ...}."""
+    import torch
+
+    from fixtalk.checkpoints import load_model
+    from fixtalk.inference import ClipRenderer
+
+    paths = list_clips(data, split="eval")[:max_clips]
+    if not paths:
+        raise ValueError(f"no held-out clips (meta.json split 'eval') under {data}; build them with "
+                         "`fixtalk data synthetic OUT --eval-clips 5`")
+    clips = [read_clip(p) for p in paths]
+    model = load_model(checkpoint, device=device)
+    if clips[0].frames.shape[1] != model.cfg.size:
+        raise ValueError(f"held-out frames are {clips[0].frames.shape[1]} px but the model renders "
+                         f"{model.cfg.size} px; build the data at --size {model.cfg.size}")
+    torch.manual_seed(0)
+    renderer = ClipRenderer(model, device=device, batch_size=16)
+    t0 = time.monotonic()
+    figs: dict[str, dict] = {}
+    log(f"[eval] {len(clips)} held-out clips ({', '.join(sorted({c.meta.get('identity', '?') for c in clips}))})")
+    figs["reconstruction"], recon = eval_reconstruction(renderer, clips, recon_frames)
+    log(f"[eval] (a) done in {time.monotonic() - t0:.0f} s")
+    figs["lipsync"], speech = eval_lipsync(renderer, clips, stride)
+    log(f"[eval] (b) done in {time.monotonic() - t0:.0f} s")
+    sources = [np.array(c.frames[0]) for c in clips]
+    figs["identity"] = eval_identity(sources + sources, recon + speech, per_clip=8)
+    log(f"[eval] (c) done in {time.monotonic() - t0:.0f} s")
+    figs["pose"] = eval_pose(renderer, clips, stride)
+    log(f"[eval] (d) done in {time.monotonic() - t0:.0f} s")
+    checks = make_checks(figs)
+    return {"checkpoint": str(checkpoint or "default"), "data": str(data),
+            "clips": [p.name for p in paths], "seconds": round(time.monotonic() - t0, 1),
+            "figures": figs, "checks": [asdict(c) for c in checks],
+            "passed": all(c.passed is not False for c in checks)}
+
+
+def make_checks(f: dict[str, dict]) -> list[Check]:
+    a, b, c, d = f["reconstruction"], f["lipsync"], f["identity"], f["pose"]
+    return [
+        Check("(a) PSNR render vs copy-source [dB]", f"{a['psnr']:.2f} vs {a['psnr_copy']:.2f} "
+              f"(+{a['psnr_gain']:.2f})", "gain >= 3 dB", a["psnr_gain"] >= 3.0),
+        Check("(a) SSIM render vs copy-source", f"{a['ssim']:.3f} vs {a['ssim_copy']:.3f}", "reported", None),
+        Check("(b) mouth-envelope corr, speech", f"{b['corr_speech']:.3f} (best lag {b['best_lag_frames']:+d}: "
+              f"{b['corr_speech_best']:.3f})", ">= 0.5", b["corr_speech"] >= 0.5),
+        Check("(b) ... ground-truth track (ceiling)", f"{b.get('corr_ground_truth_track', float('nan')):.3f}",
+              "reported", None),
+        Check("(b) mouth-envelope corr, silence", f"{b['corr_silence']:.3f}", "|r| <= 0.3",
+              abs(b["corr_silence"]) <= 0.3),
+        Check("(b) mouth std silence / speech", f"{b['mouth_std_silence']:.4f} / {b['mouth_std_speech']:.4f} "
+              f"= {b['std_ratio_silence']:.2f}", "<= 0.35", b["std_ratio_silence"] <= 0.35),
+        Check("(c) identity distance, max (mean)", f"{c['max_distance']:.3f} ({c['mean_distance']:.3f}), "
+              f"{c['frames']} frames", "< 0.6", c["max_distance"] < 0.6 and c["no_face"] == 0),
+        Check("(c) identity cosine, mean (min)", f"{c['mean_cosine']:.4f} ({c['min_cosine']:.4f})", "reported", None),
+        Check("(d) head roll corr driver/render", f"{d['corr_roll']:.3f}", ">= 0.5", d["corr_roll"] >= 0.5),
+        Check("(d) head yaw corr driver/render", f"{d['corr_yaw']:.3f}", ">= 0.5", d["corr_yaw"] >= 0.5),
+    ]
+
+
+def print_table(report: dict, out=sys.stdout) -> None:
+    rows = [(c["name"], c["value"], c["threshold"],
+             "-" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")) for c in report["checks"]]
+    w = [max(len(r[i]) for r in rows + [("metric", "value", "threshold", "")]) for i in range(3)]
+    print(f"{'metric':<{w[0]}}  {'value':<{w[1]}}  {'threshold':<{w[2]}}  result", file=out)
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}", file=out)
+    print(f"{'ALL PASS' if report['passed'] else 'SOME CHECKS FAILED'} ({report['seconds']} s, "
+          f"held-out clips: {', '.join(report['clips'])})", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fixtalk.train.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", help="model checkpoint (default: fixtalk/weights/default.pt)")
+    ap.add_argument("--data", required=True, help="data folder with held-out clips (split 'eval')")
+    ap.add_argument("--json", help="also write the report as JSON here")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-clips", type=int, default=5)
+    ap.add_argument("--recon-frames", type=int, default=16, help="target frames per clip for (a)")
+    ap.add_argument("--stride", type=int, default=2, help="measure every N-th frame in (b) and (d)")
+    args = ap.parse_args(argv)
+    try:
+        report = evaluate(args.checkpoint, args.data, args.device, args.max_clips, args.recon_frames,
+                          args.stride, log=lambda s: print(s, file=sys.stderr))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=float))
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
