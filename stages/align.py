@@ -47,6 +47,9 @@ from stages.subtitles import build_cues, timed_tokens, write_subtitles
 from stages.whisperx_glue import WhisperxBackend, WhisperxUnavailable, load_backend
 
 SR = 16000
+#: ``align.subtitles``: SRT/VTT beside the clip only; plus a soft ``mov_text`` track in the MP4;
+#: plus drawn into the picture (ffmpeg ``subtitles`` filter, libass). The mux stage applies them.
+SUBTITLE_MODES = ("sidecar", "embedded", "burned")
 log = logging.getLogger(__name__)
 EMPTY = {"align_backend": None, "subtitle_srt": None, "subtitle_vtt": None, "words_json": None,
          "script_wer": None, "script_transcript": None, "script_aligned_share": None,
@@ -91,6 +94,10 @@ class AlignStage(Stage):
         choice = self.cfg.backend
         if choice not in ("auto", "whisperx", "pocketsphinx"):
             raise SystemicError(f"align.backend={choice!r}; expected auto, whisperx or pocketsphinx")
+        if self.cfg.subtitles not in SUBTITLE_MODES:
+            raise SystemicError(f"align.subtitles={self.cfg.subtitles!r}; expected "
+                                f"{', '.join(SUBTITLE_MODES)} (files beside the MP4, plus a soft "
+                                "mov_text track, or drawn into the picture)")
         if not self.cfg.enabled:
             return
         if choice in ("auto", "whisperx") and self.whisperx is None:
@@ -118,12 +125,24 @@ class AlignStage(Stage):
             self.pocketsphinx = PocketsphinxAligner()
         self.backend = "whisperx" if self.whisperx is not None else "pocketsphinx"
 
+    def run_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Every output row carries all of this stage's columns (None when not produced, also on
+        failed rows): a batch mixing rows with and without a script keeps ``None`` cells and a
+        stable schema instead of columns that exist in some Ray blocks only."""
+        out = super().run_row(row)
+        for key in EMPTY:
+            out.setdefault(key, None)
+        return out
+
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         if not self.cfg.enabled:
             return dict(EMPTY)
         script = str(row["script"]).strip() if filled(row.get("script")) else ""
         variants = script_variants(script)
         if not any(t.words for t in variants[0]):
+            if filled(row.get("work_dir")) or filled(row.get("out_dir")):  # no stale subtitles
+                for name in ("subs.srt", "subs.vtt", "words.json"):
+                    (work_dir_of(row) / name).unlink(missing_ok=True)
             return dict(EMPTY)
         audio = load_audio_16k(row)
         seconds = len(audio) / SR

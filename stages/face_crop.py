@@ -8,6 +8,14 @@ Writes, once per portrait content (so a presenter used by thousands of rows is c
 
 ``key`` hashes the portrait's pixels and the crop options. See :mod:`stages.alignment` for the
 framing.
+
+Hostile portraits: faces rolled in-plane (up to upside down) are found by the rotation tries of
+``face_crop.rotations``; a face rolled more than ``face_crop.upright_roll`` degrees has its
+landmarks re-fitted on an upright copy (dlib's 68-point model is trained on upright faces, and a
+rolled fit tilts the crop by several degrees). A face narrower than ``face_crop.min_face_px`` is
+refused (``FaceTooSmall``) rather than upscaled into a blur; when nothing is found in a small
+picture, a finer detection pass tells "too small" apart from "no face". Every refusal names the
+``portrait`` field and says what picture to give instead.
 """
 from __future__ import annotations
 
@@ -17,16 +25,133 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from pipeline.config import FaceCropConfig, PipelineConfig
-from stages.alignment import (FaceError, FaceFinder, atomic_write_text, similarity_transform,
-                              transform_points, warp_to_crop)
+from stages.alignment import (Detection, FaceError, FaceFinder, atomic_write_text,
+                              similarity_transform, transform_points, warp_to_crop)
 from stages.base import ClipError, Stage, SystemicError
+from stages.faces import Face
 from stages.images import ImageError, pixel_hash, read_rgb, write_png
 from stages.ingest import present, shared_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: Longest side (after ``detect_max_side`` scaling) below which a no-face picture gets a finer
+#: (2x upsampled) detection pass, to tell a too-small face from no face.
+FINE_PASS_MAX_SIDE = 1000
+
+
+class PortraitFaceError(ValueError):
+    """The portrait cannot give one usable face: ``kind`` is NoFace, SeveralFaces or
+    FaceTooSmall; ``count`` the number of faces found."""
+
+    def __init__(self, message: str, kind: str, count: int):
+        super().__init__(message)
+        self.kind = kind
+        self.count = count
+
+
+def face_roll(landmarks: np.ndarray) -> float:
+    """In-plane angle (degrees) of the line from the face's left-in-image eye to the other eye
+    (68-point eyes 36-41 and 42-47); positive when the face is turned clockwise on screen."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    e = pts[42:48].mean(0) - pts[36:42].mean(0)
+    return float(np.degrees(np.arctan2(e[1], e[0])))
+
+
+def face_width(landmarks: np.ndarray) -> float:
+    """Size of a face in pixels: the larger of the jaw width (points 0-16) and the nose-bridge to
+    chin length (27-8), so a face turned sideways is not under-measured."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    return float(max(np.linalg.norm(pts[16] - pts[0]), np.linalg.norm(pts[8] - pts[27])))
+
+
+def upright_refit(finder: FaceFinder, rgb: np.ndarray, face: Face, min_roll: float,
+                  rounds: int = 2) -> Face:
+    """``face`` with landmarks re-fitted on a copy of its neighbourhood turned upright.
+
+    The neighbourhood (3x the face) is rotated by the face's roll about the face centre, the face
+    is detected again there (the one nearest the centre; else the landmarks' box is used) and its
+    landmarks are mapped back. Repeated while the residual roll exceeds ``min_roll``.
+    """
+    for _ in range(rounds):
+        roll = face_roll(face.landmarks)
+        if abs(roll) < min_roll:
+            break
+        centre = face.landmarks.mean(0)
+        side = int(np.clip(3 * face_width(face.landmarks), 96, 1600))
+        turn = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), roll, 1.0)
+        turn[:, 2] += side / 2 - centre
+        patch = cv2.warpAffine(rgb, turn, (side, side), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        moved = transform_points(turn, face.landmarks)
+        found = finder.detect(patch, 1 if face_width(face.landmarks) < 120 else 0)
+        near = [f for f in found if _box_contains(f.box, side / 2, side / 2)]
+        if near:
+            fitted = min(near, key=lambda f: np.hypot(*(f.landmarks.mean(0) - side / 2)))
+            pts = fitted.landmarks
+        else:
+            pts = finder.refine(patch, Face(_box_of(moved[17:]), moved, face.score)).landmarks
+        back = transform_points(cv2.invertAffineTransform(turn), pts)
+        face = Face(face.box, back, face.score)
+    return face
+
+
+def locate_face(finder: FaceFinder, rgb: np.ndarray, cfg: FaceCropConfig,
+                scale_note: str = "") -> Detection:
+    """The portrait's one usable face, landmarks re-fitted upright when rolled.
+
+    Raises :class:`PortraitFaceError` (message with the fix) for zero or several faces or a face
+    narrower than ``cfg.min_face_px``.
+    """
+    h, w = rgb.shape[:2]
+    minimum = int(cfg.min_face_px)
+    try:
+        det = finder.find_one(rgb)
+    except FaceError as exc:
+        if exc.count > 0:
+            raise PortraitFaceError(str(exc), "SeveralFaces", exc.count) from exc
+        det = _fine_pass(finder, rgb)
+        if det is None:
+            raise PortraitFaceError(
+                f"no face found in the {w}x{h} picture{scale_note}; give a photo with one clearly "
+                f"visible, roughly frontal face at least {minimum} px wide", "NoFace", 0) from exc
+    width = face_width(det.face.landmarks)
+    if width < minimum:
+        raise PortraitFaceError(
+            f"face too small: it is {width:.0f} px wide in the {w}x{h} picture{scale_note}, the "
+            f"minimum is {minimum} px (face_crop.min_face_px); give a closer or higher-resolution "
+            "photo of the presenter", "FaceTooSmall", 1)
+    det.face = upright_refit(finder, rgb, det.face, float(cfg.upright_roll))
+    return det
+
+
+def _fine_pass(finder: FaceFinder, rgb: np.ndarray) -> Detection | None:
+    """A 2x-upsampled detection on small pictures (finds faces down to about 20 px)."""
+    h, w = rgb.shape[:2]
+    if max(h, w) * min(1.0, finder.detect_max_side / max(h, w)) > FINE_PASS_MAX_SIDE:
+        return None
+    counted, ignored = finder.split(finder.detect(rgb, 2))
+    if not counted:
+        return None
+    if len(counted) > 1:
+        boxes = ", ".join(str(tuple(f.box)) for f in counted)
+        raise PortraitFaceError(f"{len(counted)} faces found (boxes {boxes}); expected exactly "
+                                "one presenter: crop the picture to one person", "SeveralFaces",
+                                len(counted))
+    return Detection(face=counted[0], angle=0.0, ignored=ignored)
+
+
+def _box_contains(box: tuple[int, int, int, int], x: float, y: float) -> bool:
+    l, t, r, b = box
+    return l <= x <= r and t <= y <= b
+
+
+def _box_of(pts: np.ndarray) -> tuple[int, int, int, int]:
+    l, t = np.floor(pts.min(0)).astype(int)
+    r, b = np.ceil(pts.max(0)).astype(int)
+    return int(l), int(t), int(r), int(b)
 
 
 @lru_cache(maxsize=8)
@@ -101,7 +226,8 @@ class FaceCropStage(Stage):
     def cache_key(self, portrait_hash: str) -> str:
         c = self.cfg
         text = (f"{portrait_hash}|{c.backend}|{c.crop_scale}|{c.center_shift}|{c.min_face_score}|"
-                f"{c.minor_face_area}|{c.minor_face_score}|{c.rotations}|v{CACHE_VERSION}")
+                f"{c.minor_face_area}|{c.minor_face_score}|{c.rotations}|{c.min_face_px}|"
+                f"{c.upright_roll}|v{CACHE_VERSION}")
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -119,12 +245,13 @@ class FaceCropStage(Stage):
         else:
             if rgb is None:
                 rgb = self._read(row, row.get("portrait_image"))
-            meta = self._crop(rgb, crop_path)
+            meta = self._crop(rgb, crop_path, _scale_note(row, rgb))
             atomic_write_text(meta_path, json.dumps(meta, indent=1))
         if "error" in meta:
             raise ClipError(meta["error"], field="portrait", error_type=meta["error_type"])
         return {"face_crop": str(crop_path), "face_transform": str(meta_path),
                 "crop_size": self.size, "face_score": meta["score"], "face_angle": meta["angle"],
+                "face_roll": meta["roll"], "face_px": meta["face_px"],
                 "faces_ignored": meta["ignored"], "face_backend": meta["backend"],
                 "face_cached": bool(cached)}
 
@@ -135,21 +262,30 @@ class FaceCropStage(Stage):
         except (ImageError, TypeError) as exc:
             raise ClipError(str(exc), field="portrait", error_type="UnreadableImage") from exc
 
-    def _crop(self, rgb: np.ndarray, crop_path: Path) -> dict[str, Any]:
+    def _crop(self, rgb: np.ndarray, crop_path: Path, scale_note: str = "") -> dict[str, Any]:
         base = {"backend": self.cfg.backend, "size": self.size,
                 "image_width": int(rgb.shape[1]), "image_height": int(rgb.shape[0])}
         try:
-            det = self.finder.find_one(rgb)
-        except FaceError as exc:
-            kind = "NoFace" if exc.count == 0 else "SeveralFaces"
-            return {**base, "error": str(exc), "error_type": kind, "faces": exc.count}
+            det = locate_face(self.finder, rgb, self.cfg, scale_note)
+        except PortraitFaceError as exc:
+            return {**base, "error": str(exc), "error_type": exc.kind, "faces": exc.count}
         matrix = similarity_transform(det.face.landmarks, self.size, self.cfg.crop_scale,
                                       self.cfg.center_shift)
         write_png(crop_path, warp_to_crop(rgb, matrix, self.size))
         return {**base, "matrix": matrix.tolist(), "box": list(det.face.box),
-                "score": round(det.face.score, 4), "angle": det.angle, "ignored": len(det.ignored),
+                "score": round(det.face.score, 4), "angle": det.angle,
+                "roll": round(face_roll(det.face.landmarks), 2),
+                "face_px": round(face_width(det.face.landmarks), 1), "ignored": len(det.ignored),
                 "landmarks": np.round(det.face.landmarks, 2).tolist(),
                 "crop_landmarks": np.round(transform_points(matrix, det.face.landmarks), 2).tolist()}
+
+
+def _scale_note(row: dict[str, Any], rgb: np.ndarray) -> str:
+    """' (scaled down from WxH)' when ingest reduced the picture, else ''."""
+    w, h = row.get("portrait_src_width"), row.get("portrait_src_height")
+    if present(w) and present(h) and int(w) > rgb.shape[1] + 1:
+        return f" (scaled down from {int(w)}x{int(h)}, ingest.max_image_side)"
+    return ""
 
 
 def load_transform(path: str | Path) -> tuple[np.ndarray, int, tuple[int, int]]:

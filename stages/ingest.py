@@ -1,7 +1,10 @@
 """Ingest: probe and normalise a clip's inputs into ``OUT/work/<clip_id>/``.
 
-* audio -> ``audio16k.wav`` (16 kHz mono PCM, the rate of EDTalk's mel front-end); empty,
-  undecodable, silent, too short or too long audio fails the row naming ``audio``;
+* audio -> ``audio16k.wav`` (16 kHz mono PCM, the rate of EDTalk's mel front-end) from any file
+  ffmpeg reads: WAV at any rate / channel count, MP3, M4A/AAC, OGG, FLAC, or a video's sound track;
+  a missing, zero-byte, undecodable, silent, too short or too long file fails the row naming
+  ``audio`` (the length is checked from the container before decoding, and decoding stops at the
+  limit, so a multi-hour file costs no memory);
 * portrait -> RGB (EXIF orientation applied, alpha on white, at most ``max_image_side``, even sides),
   stored once per picture content under ``OUT/work/_portraits/<hash>.png``;
 * ``pose_video`` / ``expression_video`` -> 25 fps H.264 copies (``pose25.mp4``, ``expression25.mp4``),
@@ -18,7 +21,7 @@ import soundfile as sf
 
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
-from stages.images import ImageError, pixel_hash, read_rgb, write_png
+from stages.images import ImageError, pixel_hash, read_rgb_sized, write_png
 from stages.media import (MediaError, decode_audio, first_stream, media_duration,
                           normalise_video, probe, require_ffmpeg, stream_fps)
 
@@ -75,6 +78,10 @@ class IngestStage(Stage):
         if not present(src):
             raise ClipError("no audio file; give an audio path, or a script so that speech is "
                             "synthesised for the row", field="audio")
+        name = Path(src).name
+        if Path(src).is_file() and Path(src).stat().st_size == 0:
+            raise ClipError(f"{name} is an empty file (0 bytes); replace it with the clip's speech",
+                            field="audio", error_type="EmptyAudio")
         try:
             info = probe(src)
         except MediaError as exc:
@@ -84,23 +91,24 @@ class IngestStage(Stage):
         if stream is None:
             raise ClipError(f"{Path(src).name} has no audio stream; give an audio file "
                             "(or a video with sound)", field="audio", error_type="UnreadableAudio")
+        limit = float(self.cfg.max_audio_seconds)
+        if media_duration(info, "audio") > limit + 1.0:
+            raise self._too_long(name, media_duration(info, "audio"))
         sr = int(self.cfg.sample_rate)
         try:
-            wave = decode_audio(src, sr)
+            wave = decode_audio(src, sr, max_seconds=limit + 1.0)
         except MediaError as exc:
             raise ClipError(str(exc), field="audio", error_type="UnreadableAudio") from exc
         seconds = len(wave) / sr
         if len(wave) == 0:
-            raise ClipError(f"{Path(src).name} contains no audio samples (empty file); "
+            raise ClipError(f"{name} contains no audio samples (empty file); "
                             "replace it with the clip's speech", field="audio", error_type="EmptyAudio")
         if seconds < self.cfg.min_audio_seconds:
             raise ClipError(f"{Path(src).name} lasts {seconds:.3f} s, shorter than "
                             f"{self.cfg.min_audio_seconds} s; give the clip's full speech",
                             field="audio", error_type="EmptyAudio")
-        if seconds > self.cfg.max_audio_seconds:
-            raise ClipError(f"{Path(src).name} lasts {seconds:.1f} s, longer than the limit "
-                            f"ingest.max_audio_seconds={self.cfg.max_audio_seconds:g}; split it or "
-                            "raise the limit", field="audio", error_type="AudioTooLong")
+        if seconds > limit:  # container duration missing or wrong: decoding stopped at the cap
+            raise self._too_long(name, seconds, at_least=len(wave) >= int((limit + 1.0) * sr) - 1)
         peak = float(np.max(np.abs(wave)))
         peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
         if self.cfg.silence_dbfs is not None and peak_db < self.cfg.silence_dbfs:
@@ -120,13 +128,21 @@ class IngestStage(Stage):
             "audio_peak_dbfs": round(peak_db, 2),
         }
 
+    def _too_long(self, name: str, seconds: float, at_least: bool = False) -> ClipError:
+        more = "more than " if at_least else ""
+        return ClipError(f"{name} lasts {more}{seconds:.1f} s, longer than the limit "
+                         f"ingest.max_audio_seconds={self.cfg.max_audio_seconds:g}; split it into "
+                         "several clips or raise the limit (--set ingest.max_audio_seconds=...)",
+                         field="audio", error_type="AudioTooLong")
+
     # -- portrait --------------------------------------------------------------------------
     def _portrait(self, row: dict[str, Any]) -> dict[str, Any]:
         src = row.get("portrait")
         if not present(src):
             raise ClipError("no portrait image; give the presenter's picture", field="portrait")
         try:
-            rgb = read_rgb(src, max_side=int(self.cfg.max_image_side), even=True)
+            rgb, (src_w, src_h) = read_rgb_sized(src, max_side=int(self.cfg.max_image_side),
+                                                 even=True)
         except ImageError as exc:
             raise ClipError(str(exc), field="portrait", error_type="UnreadableImage") from exc
         digest = pixel_hash(rgb)
@@ -134,7 +150,8 @@ class IngestStage(Stage):
         if not dst.exists():
             write_png(dst, rgb)
         return {"portrait_image": str(dst), "portrait_hash": digest,
-                "portrait_width": int(rgb.shape[1]), "portrait_height": int(rgb.shape[0])}
+                "portrait_width": int(rgb.shape[1]), "portrait_height": int(rgb.shape[0]),
+                "portrait_src_width": src_w, "portrait_src_height": src_h}
 
     # -- driving videos --------------------------------------------------------------------
     def _driving(self, row: dict[str, Any], field: str, dst: Path) -> dict[str, Any]:

@@ -63,6 +63,8 @@ def run_ffmpeg(args: Sequence[str], *, what: str, cwd: str | Path | None = None)
 def probe(path: str | Path) -> dict[str, Any]:
     """ffprobe's JSON (``format`` and ``streams``) of a local file."""
     _, ffprobe = require_ffmpeg()
+    if "://" in str(path):
+        raise MediaError(f"{path} is a URL; only local files are read: download it and give its path")
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path} does not exist or is not a file")
@@ -109,12 +111,14 @@ def media_duration(info: dict[str, Any], kind: str | None = None) -> float:
     return float(value) if value not in (None, "N/A") else 0.0
 
 
-def decode_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
-    """Decode the first audio stream to float32 mono at ``sr`` Hz (ffmpeg's resampler)."""
+def decode_audio(path: str | Path, sr: int = 16000, max_seconds: float | None = None) -> np.ndarray:
+    """Decode the first audio stream to float32 mono at ``sr`` Hz (ffmpeg's resampler; channels
+    are averaged). ``max_seconds`` stops decoding there (a bound on memory for huge files)."""
     ffmpeg, _ = require_ffmpeg()
+    limit = ["-t", f"{float(max_seconds):.3f}"] if max_seconds else []
     argv = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", *input_args(path),
-            "-map", "0:a:0", "-ac", "1", "-ar", str(int(sr)), "-f", "f32le", "-acodec", "pcm_f32le",
-            "pipe:1"]
+            "-map", "0:a:0", *limit, "-ac", "1", "-ar", str(int(sr)), "-f", "f32le",
+            "-acodec", "pcm_f32le", "pipe:1"]
     proc = subprocess.run(argv, capture_output=True, check=False)
     if proc.returncode != 0:
         raise MediaError(f"cannot decode the audio of {Path(path).name} (ffmpeg: {_tail(proc.stderr)})")

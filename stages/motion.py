@@ -10,6 +10,19 @@ alpha_exp_t]`` (lip 20, pose 6, expression 10 weights over the orthonormal motio
   video is shorter than the speech; without a pose video, the portrait's own pose, held;
 * ``alpha_exp`` (T, exp_dim), optional: the ``emotion`` label's weights times its intensity, held,
   or the expression weights of each ``expression_video`` frame (back and forth as above).
+
+Emotion policy. A row's ``emotion`` is a wish, not a requirement of the clip: the shipped default
+model (trained on synthetic data) has no emotion weights, and the demo must still render. So:
+
+* an unknown label (not one of :data:`manifests.schema.EMOTIONS`) or an intensity that is not a
+  number in :data:`manifests.schema.INTENSITY_RANGE` is an input error: the row fails, naming
+  ``emotion`` / ``emotion_intensity`` and the allowed values;
+* a valid label the model cannot render (no emotion weights, or none for that label) is rendered
+  with the portrait's own (neutral) expression; the row gets ``emotion_applied=False`` and a
+  ``warnings`` text naming the field and the fix (``--checkpoint EDTalk.pt`` with
+  ``model.emotions_dir``). ``neutral`` without emotion weights is the portrait's own expression
+  (applied). The same holds for an ``expression_video`` with a model that has no expression bank.
+* ``emotion_applied`` is None when the row asks for no emotion.
 """
 from __future__ import annotations
 
@@ -20,6 +33,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from manifests.schema import EMOTIONS, INTENSITY_RANGE
 from pipeline.config import PipelineConfig
 from stages.alignment import warp_to_crop
 from stages.base import ClipError, Stage
@@ -36,6 +50,13 @@ def pingpong_index(n: int, length: int) -> np.ndarray:
         return np.zeros(length, dtype=np.int64)
     t = np.arange(length) % (2 * n - 2)
     return np.where(t < n, t, 2 * n - 2 - t)
+
+
+def join_warnings(previous: Any, notes: list[str]) -> str | None:
+    """The row's ``warnings`` text with ``notes`` appended (`` | `` between entries)."""
+    parts = [str(previous)] if present(previous) else []
+    parts += [n for n in notes if n not in parts]
+    return " | ".join(parts) or None
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -83,42 +104,70 @@ class MotionStage(Stage):
             own = _to_numpy(renderer.motion_weights(crop[None])["pose"])
             arrays["alpha_pose"] = np.repeat(own.reshape(1, -1), frames, axis=0)
             pose_source = "portrait"
-        exp, exp_source = self._expression(row, frames)
+        notes: list[str] = []
+        exp, exp_source, applied = self._expression(row, frames, notes)
         if exp is not None:
             arrays["alpha_exp"] = exp
         path = work / "motion.npz"
         np.savez(path, **{k: v.astype(np.float32) for k, v in arrays.items()})
         return {"motion_path": str(path), "frames": int(frames), "pose_source": pose_source,
-                "expression_source": exp_source, "checkpoint_id": self.runtime.checkpoint_id}
+                "expression_source": exp_source, "emotion_applied": applied,
+                "warnings": join_warnings(row.get("warnings"), notes),
+                "checkpoint_id": self.runtime.checkpoint_id}
 
     # -- expression ---------------------------------------------------------------------------
-    def _expression(self, row: dict[str, Any], frames: int) -> tuple[np.ndarray | None, str]:
+    def _expression(self, row: dict[str, Any], frames: int,
+                    notes: list[str]) -> tuple[np.ndarray | None, str, bool | None]:
+        """(alpha_exp or None, expression source, emotion_applied); see the module docstring."""
         model = self.runtime.model
+        video = present(row.get("expression_video_25"))
         label = row.get("emotion")
         if present(label):
-            label = str(label).strip().lower()
-            bank = getattr(model, "emotion_weights", {}) or {}
-            if not model.has_exp or not bank:
-                raise ClipError(f"emotion {label!r} asked for, but the model has no emotion weights; "
-                                "leave emotion empty or use a checkpoint with an expression bank "
-                                "(and model.emotions_dir for EDTalk.pt)", field="emotion",
-                                error_type="NoEmotionModel")
-            if label not in bank:
-                raise ClipError(f"unknown emotion {label!r}; expected one of {', '.join(sorted(bank))}",
-                                field="emotion", error_type="UnknownEmotion")
-            intensity = row.get("emotion_intensity")
-            if not present(intensity):
-                intensity = self.cfg.emotion_intensity
-            vec = _to_numpy(bank[label]).reshape(1, -1) * float(intensity)
-            return np.repeat(vec, frames, axis=0), f"emotion:{label}"
-        if present(row.get("expression_video_25")):
+            label, intensity = self._emotion_request(row)
+            if video:
+                notes.append("expression_video: ignored because emotion is set; leave one of the two "
+                             "empty")
+            bank = (getattr(model, "emotion_weights", {}) or {}) if model.has_exp else {}
+            if label in bank:
+                vec = _to_numpy(bank[label]).reshape(1, -1) * intensity
+                return np.repeat(vec, frames, axis=0), f"emotion:{label}", True
+            if label == "neutral":
+                return None, "portrait", True
+            why = ("has no emotion weights" if not bank else
+                   f"has no weights for {label!r} (it has {', '.join(sorted(bank))})")
+            notes.append(f"emotion: {label!r} not applied, the clip keeps the portrait's neutral "
+                         f"expression: the model ({self.runtime.checkpoint_id}) {why}; to render "
+                         "emotions use --checkpoint EDTalk.pt with model.emotions_dir (EDTalk's "
+                         "predefined_exp_weights folder)")
+            return None, "portrait", False
+        if video:
             if not model.has_exp:
-                raise ClipError("the model has no expression bank, so an expression video cannot "
-                                "drive it; leave expression_video empty", field="expression_video",
-                                error_type="NoEmotionModel")
+                notes.append("expression_video: not applied, the model has no expression bank; the "
+                             "clip keeps the portrait's expression; use a checkpoint with one "
+                             "(--checkpoint EDTalk.pt)")
+                return None, "portrait", None
             exp = self._video_weights(row, "expression_video")["exp"]
-            return exp[pingpong_index(len(exp), frames)], "expression_video"
-        return None, "none"
+            return exp[pingpong_index(len(exp), frames)], "expression_video", None
+        return None, "none", None
+
+    def _emotion_request(self, row: dict[str, Any]) -> tuple[str, float]:
+        """The row's (label, intensity), checked; :class:`ClipError` for input errors."""
+        label = str(row["emotion"]).strip().lower()
+        if label not in EMOTIONS:
+            raise ClipError(f"unknown emotion {row['emotion']!r}; expected one of "
+                            f"{', '.join(EMOTIONS)} (or leave it empty)", field="emotion",
+                            error_type="UnknownEmotion")
+        raw = row.get("emotion_intensity")
+        lo, hi = INTENSITY_RANGE
+        try:
+            intensity = float(raw) if present(raw) else float(self.cfg.emotion_intensity)
+        except (TypeError, ValueError):
+            intensity = float("nan")
+        if not (lo <= intensity <= hi):  # NaN fails too
+            raise ClipError(f"{raw!r} is not a number from {lo:g} to {hi:g}; give the emotion's "
+                            f"strength (1 = the label's own, 0 = none) or leave it empty",
+                            field="emotion_intensity", error_type="BadIntensity")
+        return label, intensity
 
     # -- driving videos -----------------------------------------------------------------------
     def _video_weights(self, row: dict[str, Any], field: str) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ For one rendered clip ``OUT/clips/<clip_id>.mp4`` this stage
   frames) against the audio envelope of the clip's own audio track (:mod:`stages.lipsync`), and
   runs SyncNet when ``qc.syncnet_weights`` is given (:mod:`stages.syncnet`);
 * probes the delivery format and loudness (:mod:`stages.delivery`);
+* judges the align stage's script check (``script_mismatch``, ``script_wer``) with the rest;
 * turns the thresholds into ``qc_status`` / ``qc_reasons`` (:mod:`stages.qc_rules`), writes the
   per-frame curves to ``OUT/qc/<clip_id>.json`` and, for flagged clips, an identity-curve PNG.
 """
@@ -32,6 +33,10 @@ from stages.images import read_rgb
 from stages.lipsync import audio_envelope, best_lag
 from stages.media import decode_audio, first_stream, iter_video_frames, probe
 from stages.qc_rules import csim_limits, judge
+
+
+#: Columns of the align stage that QC judges (the script check of :mod:`stages.qc_rules`).
+SCRIPT_COLUMNS = ("script_mismatch", "script_wer", "script_aligned_share", "subtitle_timing")
 
 
 class QCStage(Stage):
@@ -82,8 +87,13 @@ class QCStage(Stage):
 
         lufs_target = self.cfg.lufs_target if self.cfg.lufs_target is not None \
             else self.config.mux.loudness_lufs
-        status, reasons = judge(metrics, self.cfg, fps=float(self.config.ingest.fps),
-                                lufs_target=lufs_target)
+        script = {k: row.get(k) for k in SCRIPT_COLUMNS}
+        backend = row.get("align_backend")
+        wer_trusted = backend == "whisperx" or (
+            backend == "pocketsphinx" and self.config.align.pocketsphinx_wer_in_flag)
+        status, reasons = judge({**metrics, **script}, self.cfg,
+                                fps=float(self.config.ingest.fps), lufs_target=lufs_target,
+                                wer_trusted=wer_trusted)
         metrics["qc_status"], metrics["qc_reasons"] = status, reasons
         curves_path = qc_dir / f"{clip_id}.json"
         _write_json(curves_path, {"clip_id": clip_id, "fps": fps,

@@ -66,14 +66,38 @@ def csim_limits(cfg: QCConfig, embedder_name: str) -> tuple[float | None, ...]:
     return tuple(g if g is not None else d for g, d in zip(given, defaults))
 
 
-def judge(m: dict[str, Any], cfg: QCConfig, *, fps: float, lufs_target: float | None
-          ) -> tuple[str, str]:
-    """``(qc_status, qc_reasons)`` for the metric columns ``m`` of one clip."""
+def judge(m: dict[str, Any], cfg: QCConfig, *, fps: float, lufs_target: float | None,
+          wer_trusted: bool = False) -> tuple[str, str]:
+    """``(qc_status, qc_reasons)`` for the metric columns ``m`` of one clip (plus the align
+    stage's ``script_*`` / ``subtitle_timing`` columns when the row has a script).
+    ``wer_trusted``: the row's ``script_wer`` comes from an ASR good enough to judge by."""
     v = Verdict()
     _identity(v, m, cfg)
     _sync(v, m, cfg)
     _delivery(v, m, cfg, fps=fps, lufs_target=lufs_target)
+    _script(v, m, cfg, wer_trusted=wer_trusted)
     return v.status, "; ".join(v.reasons)
+
+
+def _script(v: Verdict, m: dict[str, Any], cfg: QCConfig, *, wer_trusted: bool) -> None:
+    """The audio against the row's script (issue 6): a swapped audio file, a wrong script."""
+    flagged = m.get("script_mismatch")
+    flagged = flagged is not None and not (isinstance(flagged, float) and math.isnan(flagged)) \
+        and bool(flagged)  # True / numpy.bool_ / 1.0 after a trip through Arrow
+    if flagged and cfg.script_mismatch_level:
+        level = cfg.script_mismatch_level
+        if level not in ("warn", "fail"):
+            raise ValueError(f"qc.script_mismatch_level={level!r}; expected warn, fail or None")
+        share, wer = m.get("script_aligned_share"), m.get("script_wer")
+        detail = f"aligned share {share:.2f}" if _finite(share) else "not aligned"
+        if _finite(wer):
+            detail += f", script_wer {wer:.2f}"
+        v.add(level, f"script: the audio does not say the script ({detail}) - check that "
+                     "the row's audio and script belong together")
+    elif wer_trusted:
+        v.above(m, "script_wer", cfg.script_wer_warn, "warn", "script")
+    if m.get("subtitle_timing") == "estimated":
+        v.add("warn", "subtitles: word times estimated (the script could not be aligned)")
 
 
 def _identity(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:

@@ -2,6 +2,11 @@
 portrait, streamed straight into an ffmpeg pipe -> ``OUT/work/<id>/video.mp4`` (video only, 25 fps,
 encoded with the delivery settings ``mux.crf`` / ``mux.preset`` so mux can stream-copy it).
 
+A grayscale portrait (all three channels equal in its face crop) gives a grayscale video: the
+generated frames are reduced to their luma (BT.601) before paste-back, so a black-and-white photo
+does not get a tinted face. The video is always 3-channel H.264 yuv420p with even sides (ingest
+trims odd portraits by one pixel).
+
 Frames never enter a row: only the path, the frame count and the device go back.
 """
 from __future__ import annotations
@@ -30,6 +35,19 @@ def feather_mask(size: int, feather: float) -> np.ndarray:
     ramp = np.clip(np.minimum(pos, size - pos) / width, 0.0, 1.0)
     ramp = ramp * ramp * (3 - 2 * ramp)
     return np.outer(ramp, ramp).astype(np.float32)
+
+
+def is_grayscale(image: np.ndarray, tolerance: int = 2) -> bool:
+    """True when every pixel's channels differ by at most ``tolerance`` (a black-and-white photo
+    stored as RGB, or a grayscale file read as RGB)."""
+    rgb = np.asarray(image, dtype=np.int16)
+    return bool((rgb.max(-1) - rgb.min(-1)).max() <= tolerance)
+
+
+def to_gray(frames: np.ndarray) -> np.ndarray:
+    """RGB uint8 frames -> their BT.601 luma repeated in three channels."""
+    luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 class PasteBack:
@@ -101,6 +119,7 @@ class RenderStage(Stage):
         renderer = self.runtime.renderer
         state = renderer.source(crop)
         paste = self._paste(row, size) if self.cfg.output == "full" else None
+        gray = is_grayscale(crop)
         height, width = (paste.portrait.shape[:2] if paste is not None else (size, size))
         path = work / "video.mp4"
         try:
@@ -108,11 +127,13 @@ class RenderStage(Stage):
                               preset=str(self.mux.preset)) as writer:
                 with torch.inference_mode():
                     for batch in renderer.render(state, *alphas):
+                        batch = to_gray(batch) if gray else batch
                         writer.write(paste(batch) if paste is not None else batch)
         except MediaError as exc:
             raise ClipError(str(exc), error_type="EncodeFailed") from exc
         return {"video_path": str(path), "frames": writer.frames, "render_device": device,
-                "render_output": self.cfg.output, "checkpoint_id": self.runtime.checkpoint_id}
+                "render_output": self.cfg.output, "render_grayscale": gray,
+                "checkpoint_id": self.runtime.checkpoint_id}
 
     def _paste(self, row: dict[str, Any], size: int) -> PasteBack:
         matrix, crop_size, (w, h) = load_transform(row["face_transform"])

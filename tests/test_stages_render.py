@@ -118,6 +118,48 @@ def test_motion_render_mux_full_frame_with_pose_video_and_emotion(setup, tmp_pat
     assert row["checkpoint_id"] and row["render_device"] == "cpu"
 
 
+def test_full_frame_of_an_odd_sized_grayscale_portrait(setup, tmp_path):
+    """Grace Hopper (glasses, cap), black and white, 511x599: the video is even-sized (510x598),
+    stays gray, matches the portrait outside the face, has no seam at the crop's border, and lasts
+    as long as the audio within one frame (ffprobe of both streams)."""
+    import matplotlib.cbook as cbook
+
+    from stages.alignment import transform_points
+    from stages.face_crop import load_transform
+
+    d, cfg = setup["dir"], setup["cfg"]
+    src = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("L")
+    src.crop((0, 0, 511, 599)).save(tmp_path / "grace_odd_gray.png")
+    row = make_row(tmp_path, "gray", d, portrait=str(tmp_path / "grace_odd_gray.png"))
+    for stage in (IngestStage, FaceCropStage, MotionStage, RenderStage, MuxStage):
+        row = stage(cfg).run_row(row)
+        assert row["status"] == "ok", (stage.name, row["error_message"])
+    assert row["render_grayscale"] is True
+    out = Path(row["output_path"])
+    streams = {s["codec_type"]: s for s in probe(out)["streams"]}
+    v, a = streams["video"], streams["audio"]
+    assert (v["width"], v["height"], v["pix_fmt"]) == (510, 598, "yuv420p")
+    assert abs(float(v["duration"]) - float(a["duration"])) <= 1 / FPS + 1e-3
+    assert abs(float(a["duration"]) - row["audio_duration_s"]) <= 1 / FPS + 1e-3
+    video = video_to_frames(out, fps=None).astype(int)
+    assert video.shape[1:] == (598, 510, 3) and len(video) == row["frames"]
+    assert (video.max(-1) - video.min(-1)).mean() < 2.0, "a gray portrait gave a tinted video"
+    portrait = np.asarray(Image.open(row["portrait_image"])).astype(int)
+    matrix, size, _ = load_transform(row["face_transform"])
+    inverse = cv2.invertAffineTransform(matrix)
+    t = np.linspace(0.25, size - 0.25, 200)  # the crop square's border, as pasted
+    ring = np.concatenate([np.stack([t, np.full_like(t, e)], 1) for e in (0.25, size - 0.25)] +
+                          [np.stack([np.full_like(t, e), t], 1) for e in (0.25, size - 0.25)])
+    xy = np.round(transform_points(inverse, ring)).astype(int)
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < 510) & (xy[:, 1] >= 0) & (xy[:, 1] < 598)
+    xy = xy[inside]
+    assert len(xy) > 300
+    seam = np.abs(video[:, xy[:, 1], xy[:, 0]] - portrait[xy[:, 1], xy[:, 0]]).mean()
+    assert seam < 3.0, f"the crop's border shows in the video (mean step {seam:.1f})"
+    face = transform_points(inverse, np.array([[size / 2, size / 2]]))[0].round().astype(int)
+    assert video[:, face[1] - 3:face[1] + 3, face[0] - 3:face[0] + 3].std(0).mean() > 0.5
+
+
 def test_render_crop_output_and_own_pose(setup, tmp_path):
     d, cfg = setup["dir"], dataclasses.replace(setup["cfg"])
     cfg.render = dataclasses.replace(cfg.render, output="crop")
@@ -132,16 +174,46 @@ def test_render_crop_output_and_own_pose(setup, tmp_path):
     assert (stream["width"], stream["height"], int(stream["nb_frames"])) == (64, 64, row["frames"])
 
 
-@pytest.mark.parametrize("checkpoint, emotion, expect, kind", [
-    ("small", "bored", "unknown emotion 'bored'; expected one of happy, neutral", "UnknownEmotion"),
-    ("plain", "happy", "the model has no emotion weights", "NoEmotionModel")])
-def test_motion_rejects_unusable_emotion_naming_the_field(setup, tmp_path, checkpoint, emotion,
-                                                          expect, kind):
+def test_motion_emotion_policy_input_errors_fail_missing_weights_warn(setup, tmp_path):
+    """Unknown labels and bad intensities fail the row naming the field; a valid emotion that the
+    model cannot render (the shipped default has no emotion weights) renders neutral with a
+    warning naming the field and the fix."""
     d, cfg = setup["dir"], dataclasses.replace(setup["cfg"])
-    if checkpoint == "plain":
-        cfg.model = dataclasses.replace(cfg.model, checkpoint=str(setup["plain"]))
-    row = make_row(tmp_path, "emo", d, emotion=emotion)
-    for stage in (IngestStage, FaceCropStage, MotionStage):
-        row = stage(cfg).run_row(row)
-    assert row["status"] == "failed" and row["error_stage"] == "motion"
-    assert row["error_type"] == kind and row["error_message"].startswith(f"emotion: {expect}")
+    base = make_row(tmp_path, "emo", d)
+    for stage in (IngestStage, FaceCropStage):
+        base = stage(cfg).run_row(base)
+    assert base["status"] == "ok", base["error_message"]
+    small = MotionStage(cfg)
+    plain_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
+                                                                   checkpoint=str(setup["plain"])))
+    plain = MotionStage(plain_cfg)
+
+    def run(stage, **extra):
+        return stage.run_row({**base, **extra})
+
+    bad = run(small, emotion="bored")
+    assert (bad["status"], bad["error_stage"], bad["error_type"]) == ("failed", "motion", "UnknownEmotion")
+    assert bad["error_message"].startswith("emotion: unknown emotion 'bored'; expected one of angry, ")
+    for value in (5.0, "strong", float("nan"), -0.5):
+        bad = run(small, emotion="happy", emotion_intensity=value)
+        if value != value:  # NaN is a missing cell: the default intensity applies
+            assert bad["status"] == "ok" and bad["emotion_applied"] is True
+            continue
+        assert bad["status"] == "failed" and bad["error_type"] == "BadIntensity", value
+        assert bad["error_message"].startswith("emotion_intensity: ") and "from 0 to 2" in bad["error_message"]
+
+    missing = run(plain, emotion="Happy", warnings="speech: earlier note")
+    assert missing["status"] == "ok", missing["error_message"]
+    assert missing["emotion_applied"] is False and missing["expression_source"] == "portrait"
+    assert "alpha_exp" not in np.load(missing["motion_path"])
+    notes = missing["warnings"].split(" | ")
+    assert notes[0] == "speech: earlier note" and notes[1].startswith("emotion: 'happy' not applied")
+    assert "--checkpoint EDTalk.pt with model.emotions_dir" in notes[1]
+    other = run(small, emotion="sad")  # a bank without this label: same policy
+    assert other["status"] == "ok" and other["emotion_applied"] is False
+    assert "has no weights for 'sad' (it has happy, neutral)" in other["warnings"]
+    neutral = run(plain, emotion="neutral")
+    assert neutral["status"] == "ok" and neutral["emotion_applied"] is True
+    assert neutral["warnings"] is None
+    none = run(plain)
+    assert none["emotion_applied"] is None and none["expression_source"] == "none"
