@@ -167,7 +167,9 @@ def write_parquet(frame: pd.DataFrame, dst: str | os.PathLike[str]) -> Path:
 
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pydict({c: pa.array(frame[c].tolist(), type=pa.string()) for c in frame.columns})
+    # Missing cells may arrive as None, NaN or pd.NA (pandas 3 string columns); all become null.
+    table = pa.Table.from_pydict({c: pa.array([cell_text(v) for v in frame[c].tolist()], type=pa.string())
+                                  for c in frame.columns})
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp)
     os.replace(tmp, dst)

@@ -6,6 +6,7 @@ Examples::
     fixtalk audit OUT --qc fail --format csv > flagged.csv
     fixtalk audit OUT --qc warn,fail --ids-only > redo.txt     # then: fixtalk run M --only redo.txt
     fixtalk audit OUT --status failed --format json
+    fixtalk audit OUT --metric script_wer --above 0.5              # audio that is not the script
 
 Filters combine with AND. ``--qc`` and ``--status`` take comma-separated values. A row whose
 metric is missing (NaN, e.g. a clip that failed before QC) never matches ``--below`` / ``--above``.
@@ -26,7 +27,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 DEFAULT_COLUMNS = ["clip_id", "status", "qc_status", "csim_mean", "face_presence", "sync_corr",
-                   "sync_lag_frames", "duration_diff_s", "lufs", "qc_reasons", "error_message"]
+                   "sync_lag_frames", "duration_diff_s", "lufs", "script_wer", "qc_reasons",
+                   "error_message"]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

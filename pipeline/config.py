@@ -48,7 +48,9 @@ class FaceCropConfig:
     min_face_score: float = 0.3  # weaker detections are ignored when counting faces
     minor_face_area: float = 0.25  # smaller faces (share of the largest's area) ...
     minor_face_score: float = 0.8  # ... count only when they score at least this
-    rotations: str = "30,-30,60,-60"  # extra in-plane angles tried when no face is found
+    rotations: str = "30,-30,60,-60,90,-90,180"  # extra in-plane angles tried when no face is found
+    min_face_px: int = 40  # narrower faces (jaw width in the portrait as read) are refused
+    upright_roll: float = 4.0  # faces rolled more than this (degrees) get landmarks re-fitted upright
     face_alignment_device: str = "cpu"
 
 
@@ -129,6 +131,8 @@ class QCConfig:
     lufs_tolerance: float = 1.0
     true_peak_max_db: float | None = -1.0
     silence_lufs: float = -60.0  # integrated loudness below this = silent output (fail)
+    script_mismatch_level: str | None = "fail"  # align's script_mismatch -> fail | warn | None
+    script_wer_warn: float | None = 0.35  # trusted script_wer above this warns (docs/scripts.md)
 
 
 @dataclass

@@ -14,6 +14,8 @@ Rows carry paths and small metadata only; frames never enter Ray. Per-clip probl
 """
 from __future__ import annotations
 
+import gc
+
 import importlib
 import logging
 from dataclasses import dataclass
@@ -150,8 +152,9 @@ def build_dataset(df: pd.DataFrame, plans: Sequence[StagePlan], cfg: PipelineCon
     import ray.data
 
     step = max(1, int(block_rows))
-    blocks = [df.iloc[i:i + step].reset_index(drop=True) for i in range(0, len(df), step)]
-    ds = ray.data.from_pandas(blocks)
+    # from_items builds the input blocks in the driver (ray.put); from_pandas would run one remote
+    # task per block, which waits forever when earlier actors still hold every CPU.
+    ds = ray.data.from_items(df.to_dict("records"), override_num_blocks=-(-len(df) // step))
     for p in plans:
         strategy = ray.data.ActorPoolStrategy(size=p.pool_size, max_tasks_in_flight_per_actor=p.max_tasks_in_flight)
         ds = ds.map_batches(
@@ -190,5 +193,14 @@ def iter_ray(df: pd.DataFrame, classes: Sequence[type], cfg: PipelineConfig) -> 
     for p in plans:
         log.info("stage %-9s pool=%d cpus=%.3g gpus=%.3g batch=%d", p.name, p.pool_size, p.num_cpus, p.num_gpus, p.batch_size)
     ds = build_dataset(df, plans, cfg, cfg.run.block_rows)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=0):
-        yield batch
+    batches = ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=0)
+    try:
+        yield from batches
+    finally:
+        # Release the stage actors now: their handles can sit in reference cycles, and actors kept
+        # alive hold their CPUs/GPUs against the next dataset of this process (tests, notebooks).
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+        del ds, batches
+        gc.collect()

@@ -2,10 +2,10 @@
 
 The page needs no network: CSS and JS are inline, pictures are ``data:`` URIs (histograms as PNG
 from matplotlib, frame thumbnails as small JPEGs cut by ffmpeg), and clips are linked by paths
-relative to ``OUT``. It holds the run summary (``run.json`` + counts from ``results.parquet``),
-histograms of CSIM and sync, the table of clips (failed and QC-failing first, sortable by
-clicking a header, or on load with ``report.html#sort=COLUMN`` / ``#sort=-COLUMN``), the error of
-every failed row and the identity curves of flagged clips.
+relative to ``OUT`` (with their SRT subtitles). It holds the run summary (``run.json`` + counts
+from ``results.parquet``), histograms of CSIM and sync, the table of clips (failed and QC-failing
+first, sortable by clicking a header, or on load with ``report.html#sort=COLUMN`` /
+``#sort=-COLUMN``), the error of every failed row and the identity curves of flagged clips.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ COLUMNS = [
     ("face_presence", "face", ".2f"), ("sync_corr", "sync r", ".2f"),
     ("sync_lag_frames", "lag", ".0f"), ("lse_c", "LSE-C", ".2f"), ("lse_d", "LSE-D", ".2f"),
     ("duration_diff_s", "dur diff s", "+.3f"), ("lufs", "LUFS", ".1f"),
+    ("script_wer", "script WER", ".2f"), ("script_aligned_share", "script aligned", ".2f"),
 ]
 _RANK = {"failed": 0, "fail": 1, "warn": 2, "pass": 3}
 
@@ -187,6 +188,10 @@ def _clip_table(df: pd.DataFrame, out_dir: Path, max_thumbnails: int) -> str:
         name = html.escape(clip_id)
         link = (f"<a href='{html.escape(quote(os.path.relpath(clip, out_dir)))}'>{name}</a>"
                 if clip else name)
+        subs = _value(row, "subtitles_srt")
+        if subs and Path(str(subs)).is_file():
+            href = html.escape(quote(os.path.relpath(str(subs), out_dir)))
+            link += f" <a class='subs' href='{href}'>srt</a>"
         cells = [f"<td data-v='{name}'>{link}</td>"]
         for col, _, fmt in cols:
             value = _value(row, col)

