@@ -1,0 +1,243 @@
+"""Pipeline throughput and memory: ``fixtalk run`` (Ray actors) against a bare loop over the same
+stage objects in one process, on the same N generated clips, in one run.
+
+    .venv/bin/python benchmarks/pipeline.py                   # N=50, then N=500 for memory
+    .venv/bin/python benchmarks/pipeline.py --quick           # N=8 / 24: a smoke run
+    .venv/bin/python benchmarks/pipeline.py --record docs/performance.md
+
+Clips: the astronaut portrait (scikit-image, public domain) with espeak-ng sentences cut to
+``--seconds`` (2 s), rendered by a random-weight 64x64 FixTalk (``--checkpoint`` to use another) at
+crop output, every stage on (speech, ingest, align, face_crop, motion, render, mux, qc). Both sides
+run as child processes; peak RSS is the largest sum of RSS over the child's whole process tree
+(the driver, Ray's raylet/GCS and every actor for the pipeline), sampled every 0.2 s from /proc.
+Throughput is clips per minute of end-to-end wall time (imports, model loading and Ray start
+included on both sides). The last line printed is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SENTENCES = ["Hello and welcome to the course.", "Today we look at the results.",
+             "Please read the next page carefully.", "Thank you for listening so far.",
+             "Let us move on to the second part."]
+SPEED = ["mux.preset=ultrafast", "render.output=crop", "qc.sample_every=10"]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# ------------------------------------------------------------------------------------- memory
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def tree_rss(root: int) -> int:
+    """Bytes of resident memory of ``root`` and all its descendants."""
+    tree, total, todo = _children(), 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+        todo.extend(tree.get(pid, []))
+    return total
+
+
+def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int]:
+    """(wall seconds, peak tree RSS bytes, exit code) of a child process."""
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.2)
+    return time.perf_counter() - t0, peak, proc.returncode
+
+
+# ------------------------------------------------------------------------------------- inputs
+def make_inputs(root: Path, n: int, seconds: float) -> Path:
+    """``root/manifest_<n>.csv`` with n rows over one portrait and 5 speech files."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    media = root / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    portrait = media / "astronaut.png"
+    if not portrait.exists():
+        Image.fromarray(data.astronaut()[0:330, 70:400]).resize((256, 256)).save(portrait)
+    for i, text in enumerate(SENTENCES):
+        wav = media / f"s{i}.wav"
+        if not wav.exists():
+            raw = media / f"s{i}_raw.wav"
+            subprocess.run(["espeak-ng", "-s", "175", "-w", str(raw), text], check=True)
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(raw), "-af", f"apad=whole_dur={seconds}",
+                            "-t", str(seconds), "-ar", "16000", "-ac", "1", str(wav)], check=True)
+            raw.unlink()
+    rows = ["clip_id,portrait,audio,script"]
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        i = int(rng.integers(len(SENTENCES)))
+        rows.append(f"c{k:04d},media/astronaut.png,media/s{i}.wav,{SENTENCES[i]}")
+    manifest = root / f"manifest_{n}.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def make_checkpoint(path: Path) -> Path:
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from fixtalk.checkpoints import save_checkpoint
+    from fixtalk.model import FixTalk
+    from tests.conftest import tiny_model_config
+
+    torch.manual_seed(0)
+    return save_checkpoint(path, FixTalk(tiny_model_config()), training={"note": "random benchmark weights"})
+
+
+# ---------------------------------------------------------------------------------- bare loop
+def bare_loop(manifest: Path, out: Path, checkpoint: str, overrides: list[str]) -> int:
+    """Every row through the stage objects in this process (no Ray, no ledger)."""
+    from manifests.validate import load_manifest
+    from pipeline.config import load_config
+    from pipeline.dag import load_stage_classes
+
+    cfg = load_config(None, overrides)
+    cfg.model.checkpoint = checkpoint
+    stages = [cls(config=cfg) for cls in load_stage_classes(cfg)]
+    ok = 0
+    for row in load_manifest(manifest).frame.to_dict(orient="records"):
+        row.update(out_dir=str(out), work_dir=str(out / "work" / row["clip_id"]))
+        for stage in stages:
+            row = stage.run_row(row)
+        ok += row["status"] == "ok"
+    print(f"bare: {ok} ok")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- main
+def measure(kind: str, manifest: Path, out: Path, ckpt: Path, overrides: list[str], env: dict[str, str],
+            n: int) -> dict:
+    sets = [a for s in overrides for a in ("--set", s)]
+    if kind == "pipeline":
+        cmd = [sys.executable, "-m", "pipeline.cli", "run", str(manifest), "--out", str(out),
+               "--checkpoint", str(ckpt), *sets]
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-worker", str(manifest), str(out),
+               str(ckpt), *overrides]
+    log = out.parent / f"{out.name}.log"
+    wall, peak, code = run_measured(cmd, env, log)
+    if code not in (0, 3):
+        tail = log.read_text()[-2000:]
+        raise SystemExit(f"{kind} run failed (exit {code}):\n{tail}")
+    ok = len(list((out / "clips").glob("*.mp4")))
+    row = {"kind": kind, "n": n, "ok": ok, "wall_s": round(wall, 2), "clips_per_min": round(60 * ok / wall, 3),
+           "peak_rss_mib": round(peak / 2**20, 1)}
+    print(f"{kind:8s} N={n:4d}: {ok} clips in {wall:7.1f} s = {row['clips_per_min']:6.2f} clips/min, "
+          f"peak RSS {row['peak_rss_mib']:7.1f} MiB", flush=True)
+    return row
+
+
+def record(path: Path, result: dict) -> None:
+    """Replace (or append) the ``## Pipeline`` section of ``path``; other sections are kept."""
+    p, b = result["pipeline"], result["bare"]
+    lines = [
+        "## Pipeline", "",
+        f"`benchmarks/pipeline.py` ({result['when']}, {result['host']}; "
+        f"{result['n']} clips of {result['seconds']} s, {result['model']}, overrides "
+        f"`{' '.join(result['overrides'])}`):", "",
+        "| run | clips | wall (s) | clips/min | peak RSS (MiB) |", "|---|---|---|---|---|",
+        f"| `fixtalk run` (Ray actors) | {p['ok']}/{p['n']} | {p['wall_s']} | {p['clips_per_min']} | {p['peak_rss_mib']} |",
+        f"| bare loop, same stage objects, one process | {b['ok']}/{b['n']} | {b['wall_s']} | {b['clips_per_min']} | {b['peak_rss_mib']} |",
+    ]
+    if result.get("pipeline_large"):
+        L = result["pipeline_large"]
+        lines.append(f"| `fixtalk run`, N={L['n']} | {L['ok']}/{L['n']} | {L['wall_s']} | {L['clips_per_min']} | {L['peak_rss_mib']} |")
+    lines += ["", f"pipeline/bare throughput ratio: **{result['ratio']}** (target >= 0.8 at N=50)."]
+    if result.get("rss_growth") is not None:
+        lines.append(f"Peak RSS at N={result['pipeline_large']['n']} vs N={result['n']}: "
+                     f"**{result['rss_growth']:+.1%}** (target within 20 %).")
+    lines += ["", result.get("note", "").strip(), ""]
+    section = "\n".join(lines).rstrip() + "\n"
+    text = path.read_text() if path.exists() else "# Performance\n\n"
+    pattern = re.compile(r"^## Pipeline\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--bare-worker":
+        sys.path.insert(0, str(REPO))
+        manifest, out, ckpt, *overrides = argv[1:]
+        return bare_loop(Path(manifest), Path(out), ckpt, overrides)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=50, help="clips for the throughput comparison")
+    ap.add_argument("--n-large", type=int, default=500, help="clips for the memory comparison (0 skips it)")
+    ap.add_argument("--quick", action="store_true", help="N=8, N-large=24")
+    ap.add_argument("--seconds", type=float, default=2.0, help="speech per clip")
+    ap.add_argument("--checkpoint", help="model to render with (default: random tiny 64x64)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
+    ap.add_argument("--workdir", help="keep inputs and outputs here (default: a temp folder, removed)")
+    ap.add_argument("--record", help="write the results into the '## Pipeline' section of this file")
+    ap.add_argument("--note", default="", help="text added under the recorded table")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.n_large = 8, 24
+    tmp = tempfile.TemporaryDirectory(prefix="fixtalk-bench-") if not args.workdir else None
+    root = Path(args.workdir or tmp.name)  # type: ignore[union-attr]
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    ckpt = Path(args.checkpoint) if args.checkpoint else make_checkpoint(root / "tiny64.pt")
+    overrides = SPEED + list(args.overrides)
+    manifest = make_inputs(root, args.n, args.seconds)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    pipe = measure("pipeline", manifest, root / f"pipe_{args.n}_{stamp}", ckpt, overrides, env, args.n)
+    bare = measure("bare", manifest, root / f"bare_{args.n}_{stamp}", ckpt, overrides, env, args.n)
+    result = {"n": args.n, "seconds": args.seconds, "overrides": overrides,
+              "model": "random tiny 64x64" if not args.checkpoint else str(args.checkpoint),
+              "pipeline": pipe, "bare": bare,
+              "ratio": round(pipe["clips_per_min"] / bare["clips_per_min"], 3) if bare["clips_per_min"] else None,
+              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "host": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
+              "note": args.note, "pipeline_large": None, "rss_growth": None}
+    print(f"ratio pipeline/bare: {result['ratio']}", flush=True)
+    if args.n_large > 0:
+        large = make_inputs(root, args.n_large, args.seconds)
+        big = measure("pipeline", large, root / f"pipe_{args.n_large}_{stamp}", ckpt, overrides, env, args.n_large)
+        result["pipeline_large"] = big
+        result["rss_growth"] = round(big["peak_rss_mib"] / pipe["peak_rss_mib"] - 1.0, 4)
+        print(f"peak RSS N={args.n_large} vs N={args.n}: {result['rss_growth']:+.1%}", flush=True)
+    if args.record:
+        record(Path(args.record), result)
+    if tmp is not None:
+        tmp.cleanup()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
