@@ -22,6 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
+from fixtalk.geometry import umeyama
+
 from stages.base import SystemicError
 from stages.faces import Face, face_embedding
 
@@ -61,22 +63,8 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` onto
-    ``dst`` (Umeyama 1991); returns the 2x3 matrix for ``cv2.warpAffine``."""
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    fix = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        fix[1, 1] = -1.0
-    rot = u @ fix @ vt
-    var_s = (s0 ** 2).sum() / len(src)
-    scale = float(np.trace(np.diag(sig) @ fix) / max(var_s, 1e-12))
-    trans = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, trans[:, None]])
+    """Least-squares similarity mapping ``src`` onto ``dst``: 2x3 matrix for ``cv2.warpAffine``."""
+    return umeyama(src, dst)
 
 
 def align_112(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:

@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from fixtalk.geometry import umeyama
+
 # (x, y) as fractions of the crop size: left-eye centre, right-eye centre, mouth centre.
 TEMPLATE_POINTS = np.array([[0.383, 0.441], [0.617, 0.441], [0.5, 0.707]], dtype=np.float64)
 
@@ -90,21 +92,7 @@ def crop_matrix(landmarks: np.ndarray, size: int, scale: float = 1.0,
     centre = np.array([0.5, 0.5])
     dst = (TEMPLATE_POINTS - centre) / scale + centre + np.asarray(shift)
     dst = dst * size
-    # Least-squares similarity (Umeyama without reflection).
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[1, 1] = -1
-    rot = u @ d @ vt
-    var = (s0 ** 2).sum() / len(src)
-    k = np.trace(np.diag(sig) @ d) / var
-    mat = np.zeros((2, 3))
-    mat[:, :2] = k * rot
-    mat[:, 2] = mu_d - k * rot @ mu_s
-    return mat
+    return umeyama(src, dst)
 
 
 def apply_matrix(mat: np.ndarray, points: np.ndarray) -> np.ndarray:
