@@ -15,7 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from fixtalk.config import Audio2LipConfig, EDIConfig, EMIConfig, ModelConfig  # noqa: E402
 from fixtalk.model import FixTalk, plausible_random_init_  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# The project's reference material (../shared next to the checkout); FIXTALK_SHARED overrides it
+# (.ci/run --clone points it at the work tree's neighbour).
+SHARED = Path(os.environ.get("FIXTALK_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 STATE_DICT_TXT = SHARED / "research" / "edtalk_state_dict.txt"
 FIXTURE = SHARED / "fixtures" / "edtalk_parity_small.pt"
 # section title prefix in edtalk_state_dict.txt -> our name
