@@ -14,7 +14,6 @@ Rows carry paths and small metadata only; frames never enter Ray. Per-clip probl
 """
 from __future__ import annotations
 
-import gc
 
 import importlib
 import logging
@@ -193,14 +192,5 @@ def iter_ray(df: pd.DataFrame, classes: Sequence[type], cfg: PipelineConfig) -> 
     for p in plans:
         log.info("stage %-9s pool=%d cpus=%.3g gpus=%.3g batch=%d", p.name, p.pool_size, p.num_cpus, p.num_gpus, p.batch_size)
     ds = build_dataset(df, plans, cfg, cfg.run.block_rows)
-    batches = ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=0)
-    try:
-        yield from batches
-    finally:
-        # Release the stage actors now: their handles can sit in reference cycles, and actors kept
-        # alive hold their CPUs/GPUs against the next dataset of this process (tests, notebooks).
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-        del ds, batches
-        gc.collect()
+    # The caller (pipeline.run) collects garbage after the run so the stage actors are released.
+    yield from ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=0)

@@ -71,6 +71,23 @@ def build_model(cfg: TrainConfig) -> FixTalk:
     return model
 
 
+def _rng_state() -> dict:
+    """torch, numpy and Python RNG states as tensors and plain tuples (loadable with weights_only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+            "python": (version, torch.tensor(internal, dtype=torch.int64), gauss)}
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"].cpu())
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = st["python"]
+    random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss))
+
+
 def _infinite(loader) -> Iterator[dict]:
     epoch = 0
     while True:
@@ -112,8 +129,7 @@ class Trainer:
                 "opt": opt.state_dict() if opt else None, "d_opt": d_opt.state_dict() if d_opt else None,
                 "stage_index": self.stage_index, "stage_step": self.stage_step,
                 "global_step": self.global_step, "rows": self.rows, "elapsed": self.elapsed(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate()}}
+                "rng": _rng_state()}
 
     def save_state(self, opt=None, d_opt=None) -> Path:
         path = self.out / STATE_FILE
@@ -124,7 +140,7 @@ class Trainer:
         return path
 
     def _load_state(self, path: Path) -> None:
-        st = torch.load(path, map_location=self.device, weights_only=False)  # our own file (RNG state)
+        st = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(st["model"])
         if self.disc is not None and st.get("disc"):
             self.disc.load_state_dict(st["disc"])
@@ -132,9 +148,7 @@ class Trainer:
         self.global_step, self.rows = st["global_step"], st["rows"]
         self.elapsed_before = st.get("elapsed", 0.0)
         self.opt_state = {"opt": st.get("opt"), "d_opt": st.get("d_opt")}
-        torch.set_rng_state(st["rng"]["torch"])
-        np.random.set_state(st["rng"]["numpy"])
-        random.setstate(st["rng"]["python"])
+        _set_rng_state(st["rng"])
         self.log(f"resumed from {path}: stage {self.stage_index} step {self.stage_step}")
 
     def elapsed(self) -> float:
