@@ -141,6 +141,9 @@ class StageConfig:
     perceptual: float = 1.0
     track: float = 0.0  # synthetic data: alpha_lip[0] ~ 4 mouth_open, alpha_lip[1] ~ 4 (mouth_width - 1)
     mouth: float = 0.0  # extra L1 inside the driver's mouth box (landmarks 48-67), see losses.mouth_l1
+    flow: float = 0.0  # synthetic data: L1 of every level's flow to the landmark warp (train.warp_targets)
+    mask: float = 0.0  # synthetic data: every level's mask 0 in the open mouth, 1 elsewhere
+    flow_lr_mult: float = 1.0  # learning-rate factor of the decoder's flow/mask heads (dec.to_flows)
     gan: float = 0.0
     gan_start: int = 0  # stage step from which the GAN terms are on
     latent: float = 1.0  # lip_pose latent consistency
@@ -174,3 +177,6 @@ class TrainConfig:
     log_every: int = 10
     max_minutes: float = 0.0  # whole run budget (0 = none)
     init_flow_scale: float = 0.1  # scale of the to_flow weights at init (near-identity warps)
+    colour_augment: bool = False  # random colour transform per item (fixtalk.train.colour)
+    audio_noise_dbfs: float = 0.0  # < 0: a noise floor near this level under the training audio
+    stickers: float = 0.0  # probability of moving picture patches per item (fixtalk.train.stickers)

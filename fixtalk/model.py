@@ -222,8 +222,10 @@ class FixTalk(nn.Module):
         return image
 
     # ---------------------------------------------------------------- training forward
-    def forward(self, source: torch.Tensor, driver: torch.Tensor) -> GeneratorOutput:
-        """Self-reconstruction: render ``source`` with all motion (lip, pose, exp) of ``driver``."""
+    def forward(self, source: torch.Tensor, driver: torch.Tensor,
+                levels: DecoderLevels | None = None) -> GeneratorOutput:
+        """Self-reconstruction: render ``source`` with all motion (lip, pose, exp) of ``driver``
+        (``levels`` collects the decoder's per-level intermediates when given)."""
         enc_s, enc_d = self.encode(source), self.encode(driver)
         z_s, z_d = self.motion_code(enc_s), self.motion_code(enc_d)
         a_lip, a_pose, a_exp = self.bank_weights(z_d)
@@ -231,7 +233,7 @@ class FixTalk(nn.Module):
         image, aux = self.decode(enc_s[0], enc_s[1], a_lip, a_pose, a_exp,
                                  source_motion=src_motion,
                                  driver_feats=enc_d[1] if self.training else None,
-                                 return_aux=True)
+                                 levels=levels, return_aux=True)
         return GeneratorOutput(image=image, source_code=enc_s[0], alpha_lip=a_lip,
                                alpha_pose=a_pose, alpha_exp=a_exp, z_s=z_s, z_d=z_d,
                                motion=aux["motion"], edi=aux["edi"],

@@ -86,10 +86,10 @@ def _overfit(trainer, st: StageConfig, steps: int) -> tuple[list[float], list[st
 
 
 STAGES = [
-    StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0),
-    StageConfig(name="lip_pose", batch_size=2, lr=2e-3, mouth=1.0),
+    StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0, flow=5.0, mask=1.0, flow_lr_mult=3.0),
+    StageConfig(name="lip_pose", batch_size=2, lr=2e-3, mouth=1.0, flow=5.0),
     StageConfig(name="exp", batch_size=2, lr=2e-3, mouth=1.0),
-    StageConfig(name="fixtalk", batch_size=2, lr=2e-3, mouth=1.0, dis=0.5, d_mem=0.5, align=0.5),
+    StageConfig(name="fixtalk", batch_size=2, lr=2e-3, mouth=1.0, dis=0.5, d_mem=0.5, align=0.5, mask=1.0),
     StageConfig(name="audio2lip", batch_size=2, window=3, lr=2e-3, mouth=1.0),
 ]
 
@@ -100,6 +100,7 @@ def test_each_stage_lowers_its_loss_on_a_fixed_batch(data_root, tmp_path):
     for st in STAGES:
         losses, terms, before, after = _overfit(trainer, st, steps=8)
         assert any(k.endswith("mouth") for k in terms), f"{st.name}: no mouth-box term in {sorted(terms)}"
+        assert ("flow" in terms) == bool(st.flow) and ("mask" in terms) == bool(st.mask), (st.name, terms)
         assert losses[-1] < 0.9 * losses[0], f"stage {st.name}: loss {losses[0]:.4f} -> {losses[-1]:.4f} ({losses})"
         changed_by[st.name] = {k for k in before if not torch.equal(before[k], after[k])}
     # each stage trains what it names and nothing else
@@ -218,8 +219,113 @@ def test_fixtalk_train_cli_writes_model_and_loss_log(data_root, tmp_path):
     assert all(np.isfinite(float(r["loss"])) for r in rows)
     assert rows[3]["d_loss"] not in ("", None)  # the fixtalk stage ran its discriminator
     assert (out / "loss_log.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a further phase starts from this run's model (--init with our own checkpoint): lr 0 keeps it
+    cfg["stages"] = [{"name": "base", "steps": 1, "batch_size": 2, "lr": 0.0}]
+    (tmp_path / "c2.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "c2.yaml"), "--data", str(data_root), "--out",
+                 str(tmp_path / "run2"), "--device", "cpu", "--init", str(out / "model.pt")]) == 0
+    again = load_model(tmp_path / "run2" / "model.pt").state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in model.state_dict().items() if v.is_floating_point())
     # a bad config is refused with a message naming the key
     (tmp_path / "bad.yaml").write_text("stages:\n  - {name: base, stepz: 3}\n")
     with pytest.raises(ValueError, match="stepz"):
         main(["train", "--config", str(tmp_path / "bad.yaml"), "--data", str(data_root),
               "--out", str(tmp_path / "bad")])
+
+
+def test_warp_target_rebuilds_the_driving_frame_from_the_source():
+    """The landmark warp target (train.warp_targets) applied to a synthetic source frame with
+    grid_sample reproduces the driving frame outside the open mouth far better than copying, and
+    its mouth mask is non-zero exactly when the driver's mouth is open."""
+    import torch.nn.functional as F
+
+    from fixtalk.train import synthetic
+    from fixtalk.train.face_warp import inner_gaps
+    from fixtalk.train.speech import Utterance
+    from fixtalk.train.warp_targets import warp_target
+
+    phones = [("SIL", 0.0, 0.3), ("AA", 0.3, 0.9), ("M", 0.9, 1.1), ("OW", 1.1, 1.6), ("SIL", 1.6, 2.0)]
+    utt = Utterance(np.zeros(32000, np.float32), "ah mo", "test", "n/a", phones)
+    frames, lms, _, _ = synthetic.make_clip(synthetic.load_portrait("astronaut"), utt, 128,
+                                            np.random.default_rng(3), augment=False)
+    as_t = lambda f: torch.from_numpy(f).permute(2, 0, 1)[None].float() / 127.5 - 1
+    gains = []
+    for s, d in ((0, 12), (5, 35), (40, 20)):
+        flow, mouth = warp_target(lms[s], lms[d], 128)
+        assert flow.shape == (2, 128, 128) and mouth.shape == (1, 128, 128)
+        assert (mouth.sum() > 5) == (inner_gaps(lms[d]).max() > 1.0)
+        warped = F.grid_sample(as_t(frames[s]), torch.from_numpy(flow).permute(1, 2, 0)[None],
+                               align_corners=False, padding_mode="border")
+        keep = 1 - torch.from_numpy(mouth)[None]
+        err = lambda x: float((((x - as_t(frames[d])) ** 2) * keep).sum() / (3 * keep.sum()))
+        psnr = lambda x: 10 * np.log10(4 / max(err(x), 1e-10))
+        assert psnr(warped) > 22, (s, d, psnr(warped))
+        gains.append(psnr(warped) - psnr(as_t(frames[s])))
+    assert min(gains) > 2 and np.mean(gains) > 4, gains
+
+
+def test_colour_augment_is_one_transform_per_item_for_source_and_driver(data_root):
+    """Identity colour augmentation: the source and driving frames of an item get the same colour
+    transform (a pixel equal in both stays equal), items differ, grey stays on the grey axis."""
+    from fixtalk.train.colour import random_colour_transform
+    from fixtalk.train.data_format import TalkingFaceDataset
+
+    plain = TalkingFaceDataset(data_root, with_mel=False)
+    aug = TalkingFaceDataset(data_root, with_mel=False, colour_augment=True)
+    means = []
+    for i in range(0, len(plain), max(1, len(plain) // 6)):
+        p, a = plain[i], aug[i]
+        assert torch.equal(p["landmarks"], a["landmarks"]) and p["source"].shape == a["source"].shape
+        same = (p["source"] - p["driving"][0]).abs().amax(0) < 1e-6
+        assert same.sum() > 20  # the fixed image border
+        assert torch.allclose(a["source"][:, same], a["driving"][0][:, same], atol=1e-5)
+        means.append(a["source"].mean((1, 2)))
+    assert torch.stack(means).std(0).max() > 0.05  # the palette changes from item to item
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        m, b = random_colour_transform(rng)
+        grey = m @ np.full(3, 0.5) + b
+        assert np.ptp(grey) < 1e-5
+
+
+def test_audio_noise_floor_turns_digital_silence_into_room_noise(data_root):
+    """``audio_noise_dbfs``: the leading digital silence of a synthetic clip gets a noise floor in
+    -72..-52 dBFS, the same on every read; speech is kept; off by default."""
+    from fixtalk.train.data_format import TalkingFaceDataset
+
+    plain = TalkingFaceDataset(data_root, with_mel=False)
+    noisy = TalkingFaceDataset(data_root, with_mel=False, audio_noise_dbfs=-60)
+    clean = plain.noisy_audio(0)
+    assert np.array_equal(clean, plain.clips[0].audio)
+    lead = int(np.argmax(np.abs(clean) > 0))  # the digital silence before the speech
+    assert lead > 1600 and not clean[:lead].any()
+    a = noisy.noisy_audio(0)
+    rms_db = 20 * np.log10(np.sqrt(np.mean(a[:lead].astype(np.float64) ** 2)))
+    assert -72.5 < rms_db < -51.5, rms_db
+    assert np.array_equal(a, noisy.noisy_audio(0)) and a.dtype == np.float32
+    assert np.corrcoef(a[lead:], clean[lead:])[0, 1] > 0.99
+
+
+def test_stickers_move_with_the_warp_and_spare_the_mouth():
+    """Picture patches pasted on the source reach the driver through the pair's warp: with the
+    identity warp (driver = source) both frames stay equal; the mouth box stays untouched."""
+    from fixtalk.train import synthetic
+    from fixtalk.train.speech import Utterance
+    from fixtalk.train.stickers import add_stickers
+    from fixtalk.train.warp_targets import warp_target
+
+    utt = Utterance(np.zeros(16000, np.float32), "ah", "test", "n/a", [("AA", 0.0, 1.0)])
+    frames, lms, _, _ = synthetic.make_clip(synthetic.load_portrait("astronaut"), utt, 128,
+                                            np.random.default_rng(0), augment=False)
+    frame = torch.from_numpy(frames[12]).permute(2, 0, 1).float() / 127.5 - 1
+    flow, mouth = warp_target(lms[12], lms[12], 128)
+    changed = 0
+    for seed in range(4):
+        src, drv = add_stickers(frame, frame.clone(), torch.from_numpy(flow), torch.from_numpy(mouth),
+                                lms[12], np.random.default_rng(seed))
+        diff = (src - frame).abs().amax(0)
+        changed += int((diff > 0.05).sum())
+        assert (src - drv).abs().max() < 0.05  # the identity warp carries the stickers unchanged
+        (x0, y0), (x1, y1) = lms[12][48:68].min(0).astype(int), lms[12][48:68].max(0).astype(int)
+        assert diff[y0:y1 + 1, x0:x1 + 1].max() < 1e-6  # the mouth is never covered
+    assert changed > 4 * 100  # stickers were placed (at least ~10x10 px each)

@@ -1,7 +1,7 @@
 """``fixtalk train`` and ``fixtalk data ...`` (the console script dispatches here).
 
     fixtalk train --config configs/train_default.yaml --data DATA --out RUN [--device cpu]
-                  [--max-minutes M] [--init EDTalk.pt]
+                  [--max-minutes M] [--init CKPT|EDTalk.pt]
     fixtalk data prepare VIDEO_DIR OUT [--size 128] [--segment 10]
     fixtalk data synthetic OUT [--clips 40] [--eval-clips 5] [--size 128] [--seed 0]
 
@@ -41,6 +41,23 @@ def load_train_config(path: str | Path | None) -> TrainConfig:
     return cfg
 
 
+def init_weights(model, path: str, preset: str) -> str:
+    """Seed a fresh run's model from a FixTalk checkpoint of the same architecture (fine-tuning,
+    a further training phase) or from EDTalk.pt / EDTalk_lip_pose.pt (generator only)."""
+    from fixtalk.checkpoints import _torch_load, detect_layout, init_fixtalk_from_edtalk, load_model
+
+    if detect_layout(_torch_load(path)) == "fixtalk":
+        src = load_model(path)
+        if src.cfg != model.cfg:
+            raise ValueError(f"--init {path}: its model config ({src.cfg.name}, size {src.cfg.size}) "
+                             f"differs from the run's preset {preset!r}; use a checkpoint of that preset")
+        model.load_state_dict(src.state_dict())
+        return f"initialised from {path} (all weights)"
+    seeded = init_fixtalk_from_edtalk(path, preset=preset)
+    model.load_state_dict(seeded.state_dict())
+    return f"initialised from {path} (EMI/EDI fresh)"
+
+
 def _train(args: argparse.Namespace) -> int:
     from fixtalk.train.trainer import Trainer
 
@@ -51,11 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg.max_minutes = args.max_minutes
     trainer = Trainer(cfg, args.data, args.out)
     if args.init and trainer.global_step == 0:
-        from fixtalk.checkpoints import init_fixtalk_from_edtalk
-
-        seeded = init_fixtalk_from_edtalk(args.init, preset=cfg.preset)
-        trainer.model.load_state_dict(seeded.state_dict())
-        print(f"initialised from {args.init} (EMI/EDI fresh)")
+        print(init_weights(trainer.model, args.init, cfg.preset))
     try:
         trainer.run()
     except TimeoutError as e:
@@ -87,7 +100,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     t.add_argument("--out", required=True, help="run folder: train_state.pt, model.pt, loss_log.csv/png")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--max-minutes", type=float, help="stop (resumably) after this wall time")
-    t.add_argument("--init", help="EDTalk.pt / EDTalk_lip_pose.pt to initialise the generator from")
+    t.add_argument("--init", help="FixTalk checkpoint of the same preset (all weights) or EDTalk.pt / "
+                                  "EDTalk_lip_pose.pt (generator) to start a new run from")
     t.set_defaults(func=_train)
     d = sub.add_parser("data", help="build training data")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

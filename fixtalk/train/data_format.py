@@ -140,12 +140,20 @@ class TalkingFaceDataset(Dataset):
       ``mel`` (T,1,n_mels,16) mel windows aligned to the driving frames (Wav2Lip/EDTalk front-end);
       ``index`` (T,) driving frame numbers, ``source_index`` ();
       ``landmarks`` (T,68,2) and ``source_landmarks`` (68,2) in pixels;
-      ``mouth_open`` (T,) synthetic mouth-opening track (NaN for real clips); ``clip`` () clip number.
+      ``mouth_open`` (T,) synthetic mouth-opening track (NaN for real clips); ``clip`` () clip number;
+      with ``with_warp``: ``flow`` (2,S,S), ``mouth_mask`` (1,S,S), ``warp_valid`` () of the first
+      driving frame (see :mod:`fixtalk.train.warp_targets`). ``colour_augment`` applies one random
+      colour transform (:mod:`fixtalk.train.colour`) to an item's source and driving frames;
+      ``audio_noise_dbfs`` adds a noise floor to the audio behind ``mel`` (see :meth:`noisy_audio`);
+      ``stickers`` is the probability that an item with warp targets gets moving picture patches
+      (:mod:`fixtalk.train.stickers`).
     Pairs are drawn deterministically from (seed, epoch, item index).
     """
 
     def __init__(self, root: str | Path, window: int = 1, split: str | None = "train",
-                 audio_config=None, seed: int = 0, with_mel: bool = True) -> None:
+                 audio_config=None, seed: int = 0, with_mel: bool = True, with_warp: bool = False,
+                 colour_augment: bool = False, audio_noise_dbfs: float = 0.0,
+                 stickers: float = 0.0) -> None:
         self.paths = list_clips(root, split)
         if not self.paths:
             raise ValueError(f"no clips with split={split!r} under {root} (expected folders with meta.json)")
@@ -153,6 +161,10 @@ class TalkingFaceDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.with_mel = with_mel
+        self.with_warp = with_warp
+        self.colour_augment = colour_augment
+        self.audio_noise_dbfs = float(audio_noise_dbfs)
+        self.stickers = float(stickers)
         if audio_config is None:
             from fixtalk.config import AudioConfig
 
@@ -180,11 +192,22 @@ class TalkingFaceDataset(Dataset):
             from fixtalk.nets.audio_features import mel_windows
 
             clip = self.clips[ci]
-            mels = torch.from_numpy(mel_windows(clip.audio, self.audio_config))
+            mels = torch.from_numpy(mel_windows(self.noisy_audio(ci), self.audio_config))
             if mels.shape[0] != clip.num_frames:
                 raise ValueError(f"{clip.path}: {mels.shape[0]} mel windows for {clip.num_frames} frames")
             self._mels[ci] = mels.float()
         return self._mels[ci]
+
+    def noisy_audio(self, ci: int) -> np.ndarray:
+        """Clip ``ci``'s audio; with ``audio_noise_dbfs`` < 0 plus white noise at that level
+        -12..+8 dB (one level per clip), so digital silence looks like a real room's noise floor
+        and Audio2Lip learns to keep the mouth shut on it."""
+        audio = self.clips[ci].audio
+        if not self.audio_noise_dbfs:
+            return audio
+        rng = np.random.default_rng([self.seed, ci, 7])
+        sigma = 10.0 ** ((self.audio_noise_dbfs + rng.uniform(-12.0, 8.0)) / 20.0)
+        return (audio + sigma * rng.standard_normal(len(audio))).astype(np.float32)
 
     @staticmethod
     def _track(tracks: dict, name: str, idx: np.ndarray) -> np.ndarray:
@@ -219,4 +242,32 @@ class TalkingFaceDataset(Dataset):
         }
         if self.with_mel:
             item["mel"] = self.mel_windows(ci)[idx]
+        if self.with_warp:
+            item.update(self._warp(clip, src, int(idx[0])))
+            if self.stickers and bool(item["warp_valid"]) and rng.random() < self.stickers:
+                from fixtalk.train.stickers import add_stickers
+
+                item["source"], item["driving"][0] = add_stickers(
+                    item["source"], item["driving"][0], item["flow"], item["mouth_mask"],
+                    clip.landmarks[src], rng)
+        if self.colour_augment:
+            from fixtalk.train.colour import apply_colour, random_colour_transform
+
+            m, b = random_colour_transform(rng)
+            item["source"] = apply_colour(item["source"], m, b)
+            item["driving"] = apply_colour(item["driving"], m, b)
         return item
+
+    @staticmethod
+    def _warp(clip: Clip, src: int, drv: int) -> dict[str, torch.Tensor]:
+        """Warp/mouth targets (train.warp_targets) of the first driving frame; synthetic clips
+        only (``warp_valid`` False for real clips, whose background does not follow the warp)."""
+        from fixtalk.train.warp_targets import warp_target
+
+        size = clip.frames.shape[1]
+        if clip.meta.get("kind") != "synthetic":
+            return {"flow": torch.zeros(2, size, size), "mouth_mask": torch.zeros(1, size, size),
+                    "warp_valid": torch.tensor(False)}
+        flow, mouth = warp_target(clip.landmarks[src], clip.landmarks[drv], size)
+        return {"flow": torch.from_numpy(flow), "mouth_mask": torch.from_numpy(mouth),
+                "warp_valid": torch.tensor(True)}

@@ -26,8 +26,10 @@ import torch.nn.functional as F
 
 from fixtalk import losses as fx_losses
 from fixtalk.config import StageConfig
+from fixtalk.nets.decoder import DecoderLevels
 from fixtalk.train.composite import mouth_swap
 from fixtalk.train.losses import l1, latent_consistency, mouth_l1
+from fixtalk.train.warp_targets import warp_loss
 
 
 @dataclass
@@ -48,7 +50,25 @@ def image_terms(ctx: StepContext, fake: torch.Tensor, real: torch.Tensor, st: St
     return out
 
 
-def _render(model, source, driver, alpha=None, source_enc=None, driver_enc=None):
+def wants_warp(st: StageConfig) -> bool:
+    """Whether a stage needs the dataset's warp targets (window-1 stages with flow/mask weights)."""
+    return st.window == 1 and bool(st.flow or st.mask)
+
+
+def warp_terms(levels: DecoderLevels | None, batch: dict, st: StageConfig) -> dict[str, torch.Tensor]:
+    """*Choice* for synthetic data: flow and mask supervision of every decoder level
+    (fixtalk.train.warp_targets); empty without targets."""
+    if levels is None or "flow" not in batch:
+        return {}
+    return warp_loss(levels.flow_logits, batch["flow"], batch["mouth_mask"], batch["warp_valid"],
+                     st.flow, st.mask)
+
+
+def _levels(st: StageConfig) -> DecoderLevels | None:
+    return DecoderLevels() if wants_warp(st) else None
+
+
+def _render(model, source, driver, alpha=None, source_enc=None, driver_enc=None, levels=None):
     """Render ``source`` with the motion of ``driver`` (or given alphas); returns image, alphas, aux."""
     enc_s = model.encode(source) if source_enc is None else source_enc
     enc_d = model.encode(driver) if driver_enc is None else driver_enc
@@ -56,7 +76,8 @@ def _render(model, source, driver, alpha=None, source_enc=None, driver_enc=None)
     a_lip, a_pose, a_exp = model.bank_weights(z_d) if alpha is None else alpha
     src_motion = model.source_motion(z_s) if model.edi is not None else None
     image, aux = model.decode(enc_s[0], enc_s[1], a_lip, a_pose, a_exp, source_motion=src_motion,
-                              driver_feats=enc_d[1] if model.training else None, return_aux=True)
+                              driver_feats=enc_d[1] if model.training else None, levels=levels,
+                              return_aux=True)
     return image, (a_lip, a_pose, a_exp), {"z_s": z_s, "z_d": z_d, **aux}
 
 
@@ -75,9 +96,11 @@ def track_term(alpha_lip: torch.Tensor, batch: dict, st: StageConfig) -> dict[st
 
 def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
     src, drv = batch["source"], batch["driving"][:, 0]
-    out = ctx.model(src, drv)
+    levels = _levels(st)
+    out = ctx.model(src, drv, levels=levels)
     terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
     terms.update(track_term(out.alpha_lip, batch, st))
+    terms.update(warp_terms(levels, batch, st))
     return terms, [out.image]
 
 
@@ -89,11 +112,14 @@ def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
         b_with_a_mouth = mouth_swap(drv, lm, drv_b, lm_b)
         a_with_b_mouth = mouth_swap(drv_b, lm_b, drv, lm)
     enc_s, enc_d = model.encode(src), model.encode(drv)
-    self_img, (l_s, p_s, e_s), _ = _render(model, src, drv, source_enc=enc_s, driver_enc=enc_d)
+    levels = _levels(st)
+    self_img, (l_s, p_s, e_s), _ = _render(model, src, drv, source_enc=enc_s, driver_enc=enc_d,
+                                           levels=levels)
     lip_w = model.bank_weights(model.motion_code(model.encode(b_with_a_mouth)))[0]
     _, pose_w, exp_w = model.bank_weights(model.motion_code(model.encode(a_with_b_mouth)))
     cross_img, _, _ = _render(model, src, drv, alpha=(lip_w, pose_w, e_s), source_enc=enc_s, driver_enc=enc_d)
     terms = image_terms(ctx, self_img, drv, st, "self_", landmarks=lm)
+    terms.update(warp_terms(levels, batch, st))
     terms.update(image_terms(ctx, cross_img, drv, st, "cross_", landmarks=lm))
     if st.latent:
         lat_self = model.partial_latents(l_s, p_s)
@@ -118,9 +144,11 @@ def exp_losses(ctx: StepContext, batch: dict, st: StageConfig):
 def fixtalk_losses(ctx: StepContext, batch: dict, st: StageConfig):
     model = ctx.model
     src, drv = batch["source"], batch["driving"][:, 0]
-    out = model(src, drv)
+    levels = _levels(st)
+    out = model(src, drv, levels=levels)
     terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
     terms.update(track_term(out.alpha_lip, batch, st))
+    terms.update(warp_terms(levels, batch, st))
     cfg = model.cfg
     if model.emi is not None and st.dis:
         terms["dis"] = st.dis * fx_losses.dis_loss(out.z_s, out.z_d, cfg.emi.margin)

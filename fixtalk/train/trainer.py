@@ -13,7 +13,7 @@ thread count). The final model is written with :func:`fixtalk.checkpoints.save_c
 (``OUT/model.pt``), carrying its config, format version and training record.
 
 Choices the papers leave open: EMI's fusion logits ``emi.beta`` get 10x the stage learning rate
-(see :mod:`fixtalk.nets.emi`); to_flow weights are scaled by ``init_flow_scale`` at init so the
+(see :mod:`fixtalk.nets.emi`), the decoder's flow/mask heads ``dec.to_flows`` ``flow_lr_mult`` x; to_flow weights are scaled by ``init_flow_scale`` at init so the
 first warps are near identity; Adam betas (0, 0.99) as in StyleGAN2/LIA.
 """
 from __future__ import annotations
@@ -38,7 +38,8 @@ from fixtalk.presets import get_preset
 from fixtalk.train.data_format import TalkingFaceDataset
 from fixtalk.train.discriminator import Discriminator
 from fixtalk.train.losses import d_logistic, g_nonsaturating, perceptual_loss
-from fixtalk.train.stage_steps import STAGE_FUNCTIONS, StepContext, set_stage_mode, trainable_prefixes
+from fixtalk.train.stage_steps import (STAGE_FUNCTIONS, StepContext, set_stage_mode, trainable_prefixes,
+                                       wants_warp)
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
@@ -157,13 +158,14 @@ class Trainer:
     # ------------------------------------------------------------------ one stage
     def _optimizers(self, st: StageConfig):
         prefixes = trainable_prefixes(st.name, self.model)
-        fast, slow = [], []
+        mults: dict[float, list] = {}
         for name, p in self.model.named_parameters():
             train = (not name.startswith("audio2lip.")) if prefixes is None else name.startswith(prefixes)
             p.requires_grad_(train)
             if train:
-                (fast if name == "emi.beta" else slow).append(p)
-        groups = [{"params": slow, "lr": st.lr}] + ([{"params": fast, "lr": st.lr * 10}] if fast else [])
+                mult = 10.0 if name == "emi.beta" else st.flow_lr_mult if name.startswith("dec.to_flows.") else 1.0
+                mults.setdefault(mult, []).append(p)
+        groups = [{"params": ps, "lr": st.lr * m} for m, ps in sorted(mults.items())]
         opt = torch.optim.Adam(groups, lr=st.lr, betas=(0.0, 0.99))
         d_opt = (torch.optim.Adam(self.disc.parameters(), lr=st.d_lr, betas=(0.0, 0.99))
                  if st.gan and self.disc is not None else None)
@@ -178,7 +180,9 @@ class Trainer:
     def _loader(self, st: StageConfig):
         ds = TalkingFaceDataset(self.data_root, window=st.window, split="train",
                                 audio_config=self.model.cfg.audio, seed=self.cfg.seed + self.stage_index,
-                                with_mel=st.name == "audio2lip")
+                                with_mel=st.name == "audio2lip", with_warp=wants_warp(st),
+                                colour_augment=self.cfg.colour_augment,
+                                audio_noise_dbfs=self.cfg.audio_noise_dbfs, stickers=self.cfg.stickers)
         gen = torch.Generator().manual_seed(self.cfg.seed + 1000 * self.stage_index)
         loader = torch.utils.data.DataLoader(ds, batch_size=st.batch_size, shuffle=True, drop_last=True,
                                              num_workers=0, generator=gen)

@@ -1,0 +1,93 @@
+"""Dense warp and mouth-mask targets from landmark correspondences (a *choice* for synthetic data).
+
+The decoder G renders by warping the source maps f^s_k with a flow and a mask predicted at every
+level k (fixtalk.nets.decoder.ToFlow). With image losses alone a small model on a CPU takes very
+long to discover the motion: it settles on near-zero flows and half-open masks and renders the
+average face, soft and with a closed mouth. Synthetic driving frames are piecewise-affine warps of
+one portrait (fixtalk.train.face_warp), so the backward map "driver pixel -> source pixel" is known
+up to the control points; we rebuild it from the two frames' dlib-68 landmarks, a head ring that
+follows the landmarks' similarity transform and the fixed image border, exactly as face_warp
+builds the forward warp. Inside the driver's open inner-lip polygon the source has no counterpart:
+there the target mask of the two finest levels is 0 (the decoder generates; coarser levels stay
+free to warp dark source features into the cavity), elsewhere 1 (the decoder copies the source).
+
+Targets are in grid_sample's normalised coordinates (align_corners=False): a pixel centre x of the
+S x S crop is u = (2 x + 1) / S - 1. At a decoder level of resolution r the target is the mean of
+the S x S map over each r-cell, compared with tanh(logits[:, :2]) + identity_grid(r).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fixtalk.geometry import umeyama
+from fixtalk.nets.decoder import identity_grid
+from fixtalk.train.face_warp import control_points, inner_gaps, warp_maps
+
+_RIGID = np.r_[17:48]  # brows, nose, eyes: follow the head, not the mouth
+OPEN_GAP_PX = 0.35  # inner-lip gap (pixels) above which face_warp paints an open mouth
+
+
+def _apply(mat: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ mat[:2, :2].T + mat[:2, 2]
+
+
+def mouth_interior(lm: np.ndarray, size: int) -> np.ndarray:
+    """(S, S) float32 coverage of the inner-lip polygon (landmarks 60-67) when the mouth is open."""
+    import cv2
+
+    out = np.zeros((size, size), np.float32)
+    if inner_gaps(lm).max() <= OPEN_GAP_PX:
+        return out
+    shift = 4
+    poly = np.round(lm[60:68] * (1 << shift)).astype(np.int32)
+    cv2.fillPoly(out, [poly], 1.0, lineType=cv2.LINE_AA, shift=shift)
+    return out
+
+
+def warp_target(src_lm: np.ndarray, drv_lm: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Backward map of the driver frame into the source frame and the driver's mouth interior.
+
+    Returns ``flow`` (2, S, S) float32 normalised source coordinates (x, y) per driver pixel and
+    ``mouth`` (1, S, S) float32 in [0, 1]."""
+    src_lm = np.asarray(src_lm, np.float64)
+    drv_lm = np.asarray(drv_lm, np.float64)
+    ring_s, border = control_points(src_lm, size)
+    ring_d = _apply(umeyama(src_lm[_RIGID], drv_lm[_RIGID]), ring_s)
+    dst = np.concatenate([drv_lm, ring_d, border])
+    src = np.concatenate([src_lm, ring_s, border])
+    # Delaunay needs distinct points: separate closed lips by a hair, as face_warp does
+    dst[60:68] += np.linspace(0, 1e-3, 8)[:, None]
+    mx, my = warp_maps(src, dst, size, 1.0)
+    flow = np.stack([(2 * mx + 1) / size - 1, (2 * my + 1) / size - 1]).astype(np.float32)
+    return flow, mouth_interior(drv_lm, size)[None]
+
+
+def warp_loss(flow_logits: list[torch.Tensor], flow: torch.Tensor, mouth: torch.Tensor,
+              valid: torch.Tensor, w_flow: float, w_mask: float) -> dict[str, torch.Tensor]:
+    """Supervise every decoder level's flow (L1 outside the open mouth) and mask (1 outside the
+    open mouth; 0 inside it at the two finest levels; L1 on sigmoid). ``valid`` (B,) bool selects
+    items with targets."""
+    if not bool(valid.any()):
+        return {}
+    flow, mouth = flow[valid], mouth[valid]
+    lf = lm = 0.0
+    for logits in flow_logits:
+        logits = logits[valid]
+        r = logits.shape[-1]
+        tgt = F.adaptive_avg_pool2d(flow, r) - identity_grid(r, logits.device, logits.dtype).permute(0, 3, 1, 2)
+        m = F.adaptive_avg_pool2d(mouth, r)
+        keep = 1.0 - m
+        lf = lf + ((torch.tanh(logits[:, :2]) - tgt).abs() * keep).sum() / (2 * keep.sum()).clamp(min=1.0)
+        mask = torch.sigmoid(logits[:, 2:3])
+        lm = lm + (keep * (1.0 - mask)).mean()
+        if 2 * r >= flow.shape[-1]:  # the finest two levels generate the mouth; coarser ones may
+            lm = lm + (m * mask).sum() / m.sum().clamp(min=1.0)  # warp dark source features into it
+    n = len(flow_logits)
+    out = {}
+    if w_flow:
+        out["flow"] = w_flow * lf / n
+    if w_mask:
+        out["mask"] = w_mask * lm / n
+    return out
