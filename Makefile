@@ -4,7 +4,7 @@
 #   make test           install, then run the test suite (what .ci/run does)
 #   make install        .venv with everything (apt packages when missing); fast when done before
 #   make bench          render speed and pipeline throughput benchmarks
-#   make train-default  train the shipped default model (two phases, about 2.5 h on a 2-core CPU)
+#   make train-default  train the shipped default model (about 75 min on a 2-core CPU)
 #   make eval-default   evaluate the default model on held-out synthetic clips
 #
 # torch stays 2.13.0 CPU (requirements/constraints.txt); whisperx goes in with --no-deps and its
@@ -101,9 +101,7 @@ $(TRAIN_DATA)/eval_0004/meta.json: | $(STAMP)
 
 train-default: install $(TRAIN_DATA)/eval_0004/meta.json
 	$(VENV)/bin/fixtalk train --config configs/train_default.yaml --data $(TRAIN_DATA) --out $(TRAIN_RUN)
-	$(VENV)/bin/fixtalk train --config configs/train_default_warp.yaml --data $(TRAIN_DATA) \
-	  --out $(TRAIN_RUN)-warp --init $(TRAIN_RUN)/model.pt
-	cp $(TRAIN_RUN)-warp/model.pt $(DEFAULT_MODEL)
+	cp $(TRAIN_RUN)/model.pt $(DEFAULT_MODEL)
 	@echo "default model: $(DEFAULT_MODEL)"
 
 eval-default: install $(TRAIN_DATA)/eval_0004/meta.json

@@ -143,6 +143,7 @@ class StageConfig:
     mouth: float = 0.0  # extra L1 inside the driver's mouth box (landmarks 48-67), see losses.mouth_l1
     flow: float = 0.0  # synthetic data: L1 of every level's flow to the landmark warp (train.warp_targets)
     mask: float = 0.0  # synthetic data: every level's mask 0 in the open mouth, 1 elsewhere
+    copy: float = 0.0  # synthetic data: the finest level alone reproduces the driver outside the mouth
     flow_lr_mult: float = 1.0  # learning-rate factor of the decoder's flow/mask heads (dec.to_flows)
     gan: float = 0.0
     gan_start: int = 0  # stage step from which the GAN terms are on

@@ -86,7 +86,7 @@ def _overfit(trainer, st: StageConfig, steps: int) -> tuple[list[float], list[st
 
 
 STAGES = [
-    StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0, flow=5.0, mask=1.0, flow_lr_mult=3.0),
+    StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0, flow=5.0, mask=1.0, copy=1.0, flow_lr_mult=3.0),
     StageConfig(name="lip_pose", batch_size=2, lr=2e-3, mouth=1.0, flow=5.0),
     StageConfig(name="exp", batch_size=2, lr=2e-3, mouth=1.0),
     StageConfig(name="fixtalk", batch_size=2, lr=2e-3, mouth=1.0, dis=0.5, d_mem=0.5, align=0.5, mask=1.0),
@@ -101,6 +101,7 @@ def test_each_stage_lowers_its_loss_on_a_fixed_batch(data_root, tmp_path):
         losses, terms, before, after = _overfit(trainer, st, steps=8)
         assert any(k.endswith("mouth") for k in terms), f"{st.name}: no mouth-box term in {sorted(terms)}"
         assert ("flow" in terms) == bool(st.flow) and ("mask" in terms) == bool(st.mask), (st.name, terms)
+        assert ("copy" in terms) == bool(st.copy), (st.name, terms)
         assert losses[-1] < 0.9 * losses[0], f"stage {st.name}: loss {losses[0]:.4f} -> {losses[-1]:.4f} ({losses})"
         changed_by[st.name] = {k for k in before if not torch.equal(before[k], after[k])}
     # each stage trains what it names and nothing else

@@ -29,7 +29,7 @@ from fixtalk.config import StageConfig
 from fixtalk.nets.decoder import DecoderLevels
 from fixtalk.train.composite import mouth_swap
 from fixtalk.train.losses import l1, latent_consistency, mouth_l1
-from fixtalk.train.warp_targets import warp_loss
+from fixtalk.train.warp_targets import copy_loss, warp_loss
 
 
 @dataclass
@@ -52,16 +52,20 @@ def image_terms(ctx: StepContext, fake: torch.Tensor, real: torch.Tensor, st: St
 
 def wants_warp(st: StageConfig) -> bool:
     """Whether a stage needs the dataset's warp targets (window-1 stages with flow/mask weights)."""
-    return st.window == 1 and bool(st.flow or st.mask)
+    return st.window == 1 and bool(st.flow or st.mask or st.copy)
 
 
-def warp_terms(levels: DecoderLevels | None, batch: dict, st: StageConfig) -> dict[str, torch.Tensor]:
-    """*Choice* for synthetic data: flow and mask supervision of every decoder level
-    (fixtalk.train.warp_targets); empty without targets."""
-    if levels is None or "flow" not in batch:
+def warp_terms(model, levels: DecoderLevels | None, batch: dict, st: StageConfig) -> dict[str, torch.Tensor]:
+    """*Choice* for synthetic data: flow and mask supervision of every decoder level and the
+    finest level's copy term (fixtalk.train.warp_targets); empty without targets."""
+    if levels is None or "flow" not in batch or not bool(batch["warp_valid"].any()):
         return {}
-    return warp_loss(levels.flow_logits, batch["flow"], batch["mouth_mask"], batch["warp_valid"],
-                     st.flow, st.mask)
+    terms = warp_loss(levels.flow_logits, batch["flow"], batch["mouth_mask"], batch["warp_valid"],
+                      st.flow, st.mask)
+    if st.copy:
+        terms["copy"] = st.copy * copy_loss(levels.rgb, model.dec.to_rgbs[-1].upsample,
+                                            batch["driving"][:, 0], batch["mouth_mask"], batch["warp_valid"])
+    return terms
 
 
 def _levels(st: StageConfig) -> DecoderLevels | None:
@@ -100,7 +104,7 @@ def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
     out = ctx.model(src, drv, levels=levels)
     terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
     terms.update(track_term(out.alpha_lip, batch, st))
-    terms.update(warp_terms(levels, batch, st))
+    terms.update(warp_terms(ctx.model, levels, batch, st))
     return terms, [out.image]
 
 
@@ -119,7 +123,7 @@ def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
     _, pose_w, exp_w = model.bank_weights(model.motion_code(model.encode(a_with_b_mouth)))
     cross_img, _, _ = _render(model, src, drv, alpha=(lip_w, pose_w, e_s), source_enc=enc_s, driver_enc=enc_d)
     terms = image_terms(ctx, self_img, drv, st, "self_", landmarks=lm)
-    terms.update(warp_terms(levels, batch, st))
+    terms.update(warp_terms(ctx.model, levels, batch, st))
     terms.update(image_terms(ctx, cross_img, drv, st, "cross_", landmarks=lm))
     if st.latent:
         lat_self = model.partial_latents(l_s, p_s)
@@ -148,7 +152,7 @@ def fixtalk_losses(ctx: StepContext, batch: dict, st: StageConfig):
     out = model(src, drv, levels=levels)
     terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
     terms.update(track_term(out.alpha_lip, batch, st))
-    terms.update(warp_terms(levels, batch, st))
+    terms.update(warp_terms(ctx.model, levels, batch, st))
     cfg = model.cfg
     if model.emi is not None and st.dis:
         terms["dis"] = st.dis * fx_losses.dis_loss(out.z_s, out.z_d, cfg.emi.margin)

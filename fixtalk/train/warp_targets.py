@@ -91,3 +91,17 @@ def warp_loss(flow_logits: list[torch.Tensor], flow: torch.Tensor, mouth: torch.
     if w_mask:
         out["mask"] = w_mask * lm / n
     return out
+
+
+def copy_loss(rgb_levels: list[torch.Tensor], upsample, target: torch.Tensor, mouth: torch.Tensor,
+              valid: torch.Tensor) -> torch.Tensor:
+    """L1 between the finest level's own contribution, to_rgb_S(warped f_S) = rgb_S - up(rgb_S/2),
+    and the driver outside its open mouth (dilated by 3 px). The finest source map is a pointwise
+    function of the pixels (the encoder's first layer is 1x1), so this contribution can copy the
+    warped source exactly, but only if the coarser levels add (almost) nothing there; they are left
+    for what the source lacks, the mouth cavity. Without it the coarse levels paint a blurred,
+    remembered face and the finest level only a correction."""
+    own = rgb_levels[-1] - upsample(rgb_levels[-2])
+    keep = (1.0 - F.max_pool2d(mouth, 7, 1, 3))[valid]
+    err = (own[valid] - target[valid]).abs() * keep
+    return err.sum() / (3 * keep.sum()).clamp(min=1.0)
