@@ -34,6 +34,7 @@ _LOWER_FOLLOW = {55: 0.55, 56: 0.85, 57: 1.0, 58: 0.85, 59: 0.55,
 _UPPER_FOLLOW = {49: 0.5, 50: 0.8, 51: 0.9, 52: 0.8, 53: 0.5}
 _LIDS = [(37, 41), (38, 40), (43, 47), (44, 46)]
 UP_SHARE = 0.2  # share of the opening taken by the upper lip
+OPEN_GAP_PX = 0.35  # largest inner-lip gap (pixels) above which the mouth counts as open
 
 
 @dataclass
@@ -158,18 +159,27 @@ def warp_maps(src_pts: np.ndarray, dst_pts: np.ndarray, size: int, src_scale: fl
             mapped[:, 1].reshape(size, size).astype(np.float32))
 
 
-def paint_mouth(image: np.ndarray, lm: np.ndarray, colour_scale: float = 1.0) -> np.ndarray:
-    """Paint the open-mouth interior (inner-lip polygon) dark with an upper-teeth band."""
+def mouth_interior(lm: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(h, w) float32 anti-aliased coverage of the inner-lip polygon (landmarks 60-67) when the
+    mouth is open (largest inner gap > ``OPEN_GAP_PX``), else zeros: where paint_mouth paints."""
     import cv2
 
-    gaps = inner_gaps(lm)
-    if gaps.max() <= 0.35:
-        return image
+    out = np.zeros((h, w), np.float32)
+    if inner_gaps(lm).max() <= OPEN_GAP_PX:
+        return out
     shift = 4  # sub-pixel precision for cv2 drawing
-    poly = np.round(lm[60:68] * (1 << shift)).astype(np.int32)
+    poly = np.round(np.asarray(lm)[60:68] * (1 << shift)).astype(np.int32)
+    cv2.fillPoly(out, [poly], 1.0, lineType=cv2.LINE_AA, shift=shift)
+    return out
+
+
+def paint_mouth(image: np.ndarray, lm: np.ndarray, colour_scale: float = 1.0) -> np.ndarray:
+    """Paint the open-mouth interior (inner-lip polygon) dark with an upper-teeth band."""
+    gaps = inner_gaps(lm)
+    if gaps.max() <= OPEN_GAP_PX:
+        return image
     h, w = image.shape[:2]
-    mask = np.zeros((h, w), np.float32)
-    cv2.fillPoly(mask, [poly], 1.0, lineType=cv2.LINE_AA, shift=shift)
+    mask = mouth_interior(lm, h, w)
     top = lm[[60, 61, 62, 63, 64], 1].min()
     gap = float(gaps.max())
     yy = np.arange(h, dtype=np.float32)[:, None]

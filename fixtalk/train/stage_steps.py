@@ -51,7 +51,7 @@ def image_terms(ctx: StepContext, fake: torch.Tensor, real: torch.Tensor, st: St
 
 
 def wants_warp(st: StageConfig) -> bool:
-    """Whether a stage needs the dataset's warp targets (window-1 stages with flow/mask weights)."""
+    """Whether a stage needs the dataset's warp targets (window-1 stages with flow/mask/copy weights)."""
     return st.window == 1 and bool(st.flow or st.mask or st.copy)
 
 

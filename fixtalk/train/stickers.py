@@ -42,7 +42,7 @@ def _patch(rng: np.random.Generator, h: int, w: int) -> torch.Tensor:
 
 
 def _shape(rng: np.random.Generator, h: int, w: int) -> torch.Tensor:
-    """(1, h, w) soft alpha: an ellipse or a rectangle, 1-pixel feathered edge."""
+    """(1, h, w) alpha: a hard-edged rectangle or an ellipse with a 1-pixel feathered edge."""
     if rng.random() < 0.5:
         return torch.ones(1, h, w)
     yy = (torch.arange(h) + 0.5 - h / 2) / (h / 2)

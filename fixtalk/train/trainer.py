@@ -13,8 +13,9 @@ thread count). The final model is written with :func:`fixtalk.checkpoints.save_c
 (``OUT/model.pt``), carrying its config, format version and training record.
 
 Choices the papers leave open: EMI's fusion logits ``emi.beta`` get 10x the stage learning rate
-(see :mod:`fixtalk.nets.emi`), the decoder's flow/mask heads ``dec.to_flows`` ``flow_lr_mult`` x; to_flow weights are scaled by ``init_flow_scale`` at init so the
-first warps are near identity; Adam betas (0, 0.99) as in StyleGAN2/LIA.
+(see :mod:`fixtalk.nets.emi`) and the decoder's flow/mask heads ``dec.to_flows`` ``flow_lr_mult``
+times it; to_flow weights are scaled by ``init_flow_scale`` at init so the first warps are near
+identity; Adam betas (0, 0.99) as in StyleGAN2/LIA.
 """
 from __future__ import annotations
 

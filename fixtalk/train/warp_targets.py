@@ -23,27 +23,13 @@ import torch.nn.functional as F
 
 from fixtalk.geometry import umeyama
 from fixtalk.nets.decoder import identity_grid
-from fixtalk.train.face_warp import control_points, inner_gaps, warp_maps
+from fixtalk.train.face_warp import control_points, mouth_interior, warp_maps
 
 _RIGID = np.r_[17:48]  # brows, nose, eyes: follow the head, not the mouth
-OPEN_GAP_PX = 0.35  # inner-lip gap (pixels) above which face_warp paints an open mouth
 
 
 def _apply(mat: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ mat[:2, :2].T + mat[:2, 2]
-
-
-def mouth_interior(lm: np.ndarray, size: int) -> np.ndarray:
-    """(S, S) float32 coverage of the inner-lip polygon (landmarks 60-67) when the mouth is open."""
-    import cv2
-
-    out = np.zeros((size, size), np.float32)
-    if inner_gaps(lm).max() <= OPEN_GAP_PX:
-        return out
-    shift = 4
-    poly = np.round(lm[60:68] * (1 << shift)).astype(np.int32)
-    cv2.fillPoly(out, [poly], 1.0, lineType=cv2.LINE_AA, shift=shift)
-    return out
 
 
 def warp_target(src_lm: np.ndarray, drv_lm: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +47,7 @@ def warp_target(src_lm: np.ndarray, drv_lm: np.ndarray, size: int) -> tuple[np.n
     dst[60:68] += np.linspace(0, 1e-3, 8)[:, None]
     mx, my = warp_maps(src, dst, size, 1.0)
     flow = np.stack([(2 * mx + 1) / size - 1, (2 * my + 1) / size - 1]).astype(np.float32)
-    return flow, mouth_interior(drv_lm, size)[None]
+    return flow, mouth_interior(drv_lm, size, size)[None]
 
 
 def warp_loss(flow_logits: list[torch.Tensor], flow: torch.Tensor, mouth: torch.Tensor,
@@ -69,7 +55,7 @@ def warp_loss(flow_logits: list[torch.Tensor], flow: torch.Tensor, mouth: torch.
     """Supervise every decoder level's flow (L1 outside the open mouth) and mask (1 outside the
     open mouth; 0 inside it at the two finest levels; L1 on sigmoid). ``valid`` (B,) bool selects
     items with targets."""
-    if not bool(valid.any()):
+    if not (w_flow or w_mask) or not bool(valid.any()):
         return {}
     flow, mouth = flow[valid], mouth[valid]
     lf = lm = 0.0
