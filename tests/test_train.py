@@ -330,3 +330,33 @@ def test_stickers_move_with_the_warp_and_spare_the_mouth():
         (x0, y0), (x1, y1) = lms[12][48:68].min(0).astype(int), lms[12][48:68].max(0).astype(int)
         assert diff[y0:y1 + 1, x0:x1 + 1].max() < 1e-6  # the mouth is never covered
     assert changed > 4 * 100  # stickers were placed (at least ~10x10 px each)
+
+
+def test_synthetic_set_takes_user_portraits_and_names_a_faceless_file(tmp_path):
+    """``fixtalk data synthetic --portraits DIR``: each image (here a grey, off-centre crop of a
+    large photograph) becomes a training identity of its own; a file without a face is refused
+    with its path in the message."""
+    from skimage import color, data, io
+
+    from fixtalk.train import synthetic
+    from fixtalk.train.data_format import read_clip
+    from fixtalk.train.speech import Utterance
+
+    folder = tmp_path / "portraits"
+    folder.mkdir()
+    grey = (color.rgb2gray(data.astronaut()) * 255).astype(np.uint8)
+    big = np.full((700, 900), 90, np.uint8)
+    big[150:662, 300:812] = grey  # the portrait sits off-centre in a larger grey image
+    io.imsave(folder / "collins_grey.png", big, check_contrast=False)
+    utt = Utterance(np.zeros(16000, np.float32), "", "test", "n/a", [("SIL", 0.0, 1.0)])
+    written = synthetic.build(tmp_path / "data", clips=2, size=SIZE, eval_clips=0, seed=0,
+                              log=lambda s: None, utterances={"train": [utt]}, portraits=folder)
+    metas = [read_clip(p).meta for p in written]
+    assert [m["identity"] for m in metas] == ["astronaut", "collins_grey"]
+    assert metas[1]["licence"] == "user-supplied" and "collins_grey" in metas[1]["source"]
+    assert read_clip(written[1]).frames.shape[1:] == (SIZE, SIZE, 3)
+
+    io.imsave(folder / "coffee.png", data.coffee(), check_contrast=False)
+    with pytest.raises(ValueError, match=r"coffee\.png: no face found"):
+        synthetic.build(tmp_path / "data2", clips=1, size=SIZE, eval_clips=0, log=lambda s: None,
+                        utterances={"train": [utt]}, portraits=folder)

@@ -3,7 +3,7 @@
     fixtalk train --config configs/train_default.yaml --data DATA --out RUN [--device cpu]
                   [--max-minutes M] [--init CKPT|EDTalk.pt]
     fixtalk data prepare VIDEO_DIR OUT [--size 128] [--segment 10]
-    fixtalk data synthetic OUT [--clips 40] [--eval-clips 5] [--size 128] [--seed 0]
+    fixtalk data synthetic OUT [--clips 40] [--eval-clips 5] [--size 128] [--seed 0] [--portraits DIR]
 
 Rerunning ``fixtalk train`` with the same ``--out`` resumes from ``RUN/train_state.pt``.
 """
@@ -88,6 +88,8 @@ def _data(args: argparse.Namespace) -> int:
 
     argv = [str(args.out), "--clips", str(args.clips), "--eval-clips", str(args.eval_clips),
             "--size", str(args.size), "--seed", str(args.seed)]
+    if args.portraits:
+        argv += ["--portraits", str(args.portraits)]
     return synthetic.main(argv)
 
 
@@ -116,6 +118,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     sy.add_argument("--eval-clips", type=int, default=5)
     sy.add_argument("--size", type=int, default=128)
     sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--portraits", help="folder of further training portraits (images you hold the rights to)")
     for sp in (pr, sy):
         sp.set_defaults(func=_data)
     return p

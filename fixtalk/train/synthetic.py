@@ -7,11 +7,14 @@ Portraits (licences in docs/model_card.md):
 scikit-image's ``camera`` has no detectable face and ``lfw_subset`` is 25x25 px, so neither is used.
 One training identity is thin: each clip therefore augments it (colour, gamma, crop scale/shift,
 horizontal flip) so the model sees many "pseudo-identities"; it is still one real face.
+``--portraits DIR`` adds every image in DIR (portraits the user holds the rights to) as a further
+training identity; the training clips go round-robin over all identities.
 
 Each clip: one utterance (espeak-ng or LibriVox, force-aligned -> visemes), a smooth random head
 trajectory (yaw, pitch, roll, scale, shift), blinks, and frames rendered by face_warp.render_frame.
 
-Usage: ``python -m fixtalk.train.synthetic OUT --clips N --size 128 [--eval-clips M] [--seed S]``
+Usage: ``python -m fixtalk.train.synthetic OUT --clips N --size 128 [--eval-clips M] [--seed S]
+[--portraits DIR]``
 """
 from __future__ import annotations
 
@@ -46,6 +49,41 @@ def load_portrait(name: str) -> np.ndarray:
         path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
         return io.imread(path)[:, :, :3]
     raise ValueError(f"unknown portrait {name!r}; expected one of {sorted(PORTRAITS)}")
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def user_portraits(folder: str | Path) -> dict[str, np.ndarray]:
+    """{file stem: RGB uint8 image} for every image in ``folder`` (grey and RGBA become RGB).
+    Each must show one detectable face; the error names the file that does not."""
+    from skimage import color, io
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"--portraits {folder}: not a folder of portrait images")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--portraits {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    images = {}
+    for f in files:
+        try:
+            img = io.imread(f)
+        except Exception as e:  # noqa: BLE001 - any decoder error is the same bad file for the user
+            raise ValueError(f"--portraits {f}: not a readable image ({e})") from None
+        if img.ndim == 2:
+            img = color.gray2rgb(img)
+        img = np.ascontiguousarray(img[:, :, :3])
+        if img.dtype != np.uint8:
+            img = (np.clip(img / max(float(img.max()), 1e-9), 0, 1) * 255).astype(np.uint8)
+        try:
+            portrait_landmarks(img)
+        except ValueError as e:
+            raise ValueError(f"--portraits {f}: {e}; use a larger, frontal portrait or remove it") from None
+        if f.stem in PORTRAITS or f.stem in images:
+            raise ValueError(f"--portraits {f}: the identity name {f.stem!r} is taken; rename the file")
+        images[f.stem] = img
+    return images
 
 
 def augment_colour(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
@@ -164,25 +202,29 @@ def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Ge
 
 
 def build(out: str | Path, clips: int, size: int = 128, eval_clips: int = 4, seed: int = 0,
-          log=print, utterances: dict[str, list[Utterance]] | None = None) -> list[Path]:
-    """Write ``clips`` training clips (astronaut) and ``eval_clips`` held-out clips (Grace Hopper,
-    held-out sentences/voice/recording) under ``out``. ``utterances`` ({"train": [...], "eval":
-    [...]}) replaces the default speech of a split (tests use one short utterance)."""
+          log=print, utterances: dict[str, list[Utterance]] | None = None,
+          portraits: str | Path | None = None) -> list[Path]:
+    """Write ``clips`` training clips (astronaut, plus the images of ``portraits``) and
+    ``eval_clips`` held-out clips (Grace Hopper, held-out sentences/voice/recording) under ``out``.
+    ``utterances`` ({"train": [...], "eval": [...]}) replaces the default speech of a split (tests
+    use one short utterance)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
+    extra = user_portraits(portraits) if portraits else {}
     written = []
     for split, count in (("train", clips), ("eval", eval_clips)):
         if count <= 0:
             continue
-        names = [k for k, v in PORTRAITS.items() if v[2] == split]
+        names = [k for k, v in PORTRAITS.items() if v[2] == split] + (list(extra) if split == "train" else [])
         given = (utterances or {}).get(split)
         utts = given if given else speech_utterances(held_out=(split == "eval"), seed=seed)
         log(f"[synthetic] {split}: {len(utts)} utterances, portraits {names}")
         for i in range(count):
             name = names[i % len(names)]
             utt = utts[int(rng.integers(len(utts)))] if split == "train" else utts[i % len(utts)]
-            frames, lms, audio, meta = make_clip(load_portrait(name), utt, size, rng, augment=(split == "train"))
-            src, lic, _ = PORTRAITS[name]
+            image = extra[name] if name in extra else load_portrait(name)
+            frames, lms, audio, meta = make_clip(image, utt, size, rng, augment=(split == "train"))
+            src, lic, _ = PORTRAITS.get(name, (f"{Path(portraits) / name} (user-supplied)", "user-supplied", ""))
             meta.update(identity=name, split=split, source=src, licence=lic)
             folder = write_clip(out / f"{split}_{i:04d}", frames, audio, lms, meta)
             written.append(folder)
@@ -197,10 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-clips", type=int, default=4, help="held-out evaluation clips (default 4)")
     ap.add_argument("--size", type=int, default=128, help="frame size in pixels (default 128)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--portraits", help="folder of further training portraits (images you hold the rights to)")
     args = ap.parse_args(argv)
     if args.size < 32 or args.size % 8:
         ap.error(f"--size must be a multiple of 8 and >= 32, got {args.size}")
-    build(args.out, args.clips, args.size, args.eval_clips, args.seed)
+    try:
+        build(args.out, args.clips, args.size, args.eval_clips, args.seed, portraits=args.portraits)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
