@@ -142,7 +142,8 @@ class StageConfig:
     track: float = 0.0  # synthetic data: alpha_lip[0] ~ 4 mouth_open, alpha_lip[1] ~ 4 (mouth_width - 1)
     mouth: float = 0.0  # extra L1 inside the driver's mouth box (landmarks 48-67), see losses.mouth_l1
     flow: float = 0.0  # synthetic data: L1 of every level's flow to the landmark warp (train.warp_targets)
-    mask: float = 0.0  # synthetic data: every level's mask 0 in the open mouth, 1 elsewhere
+    mask: float = 0.0  # synthetic data: every level's mask 1 outside the open mouth (copy the source)
+    mask_mouth: float = 0.0  # synthetic data: the two finest levels' mask 0 inside the open mouth
     copy: float = 0.0  # synthetic data: the finest level alone reproduces the driver outside the mouth
     flow_lr_mult: float = 1.0  # learning-rate factor of the decoder's flow/mask heads (dec.to_flows)
     gan: float = 0.0

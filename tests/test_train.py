@@ -89,7 +89,8 @@ STAGES = [
     StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0, flow=5.0, mask=1.0, copy=1.0, flow_lr_mult=3.0),
     StageConfig(name="lip_pose", batch_size=2, lr=2e-3, mouth=1.0, flow=5.0),
     StageConfig(name="exp", batch_size=2, lr=2e-3, mouth=1.0),
-    StageConfig(name="fixtalk", batch_size=2, lr=2e-3, mouth=1.0, dis=0.5, d_mem=0.5, align=0.5, mask=1.0),
+    StageConfig(name="fixtalk", batch_size=2, lr=2e-3, mouth=1.0, dis=0.5, d_mem=0.5, align=0.5, mask=1.0,
+                mask_mouth=1.0),
     StageConfig(name="audio2lip", batch_size=2, window=3, lr=2e-3, mouth=1.0),
 ]
 
@@ -102,6 +103,7 @@ def test_each_stage_lowers_its_loss_on_a_fixed_batch(data_root, tmp_path):
         assert any(k.endswith("mouth") for k in terms), f"{st.name}: no mouth-box term in {sorted(terms)}"
         assert ("flow" in terms) == bool(st.flow) and ("mask" in terms) == bool(st.mask), (st.name, terms)
         assert ("copy" in terms) == bool(st.copy), (st.name, terms)
+        assert ("mask_mouth" in terms) == bool(st.mask_mouth), (st.name, terms)
         assert losses[-1] < 0.9 * losses[0], f"stage {st.name}: loss {losses[0]:.4f} -> {losses[-1]:.4f} ({losses})"
         changed_by[st.name] = {k for k in before if not torch.equal(before[k], after[k])}
     # each stage trains what it names and nothing else
@@ -263,6 +265,17 @@ def test_warp_target_rebuilds_the_driving_frame_from_the_source():
         assert psnr(warped) > 22, (s, d, psnr(warped))
         gains.append(psnr(warped) - psnr(as_t(frames[s])))
     assert min(gains) > 2 and np.mean(gains) > 4, gains
+
+    # the mask terms: an all-open mask (logit +20) meets `mask` (1 outside the mouth) and misses
+    # `mask_mouth` (0 inside) by ~1 exactly where the driver's mouth is open
+    from fixtalk.train.warp_targets import warp_loss
+
+    flow, mouth = (torch.from_numpy(x)[None] for x in warp_target(lms[5], lms[35], 128))
+    assert mouth.sum() > 5
+    logits = [torch.cat([torch.zeros(1, 2, r, r), torch.full((1, 1, r, r), 20.0)], 1) for r in (32, 64, 128)]
+    terms = warp_loss(logits, flow, mouth, torch.tensor([True]), 0.0, 1.0, 1.0)
+    assert float(terms["mask"]) < 1e-6 and 0.5 < float(terms["mask_mouth"]) < 0.7  # 2 of 3 levels
+    assert set(warp_loss(logits, flow, mouth, torch.tensor([True]), 0.0, 1.0)) == {"mask"}
 
 
 def test_colour_augment_is_one_transform_per_item_for_source_and_driver(data_root):

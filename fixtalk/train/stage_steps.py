@@ -52,7 +52,7 @@ def image_terms(ctx: StepContext, fake: torch.Tensor, real: torch.Tensor, st: St
 
 def wants_warp(st: StageConfig) -> bool:
     """Whether a stage needs the dataset's warp targets (window-1 stages with flow/mask/copy weights)."""
-    return st.window == 1 and bool(st.flow or st.mask or st.copy)
+    return st.window == 1 and bool(st.flow or st.mask or st.mask_mouth or st.copy)
 
 
 def warp_terms(model, levels: DecoderLevels | None, batch: dict, st: StageConfig) -> dict[str, torch.Tensor]:
@@ -61,7 +61,7 @@ def warp_terms(model, levels: DecoderLevels | None, batch: dict, st: StageConfig
     if levels is None or "flow" not in batch or not bool(batch["warp_valid"].any()):
         return {}
     terms = warp_loss(levels.flow_logits, batch["flow"], batch["mouth_mask"], batch["warp_valid"],
-                      st.flow, st.mask)
+                      st.flow, st.mask, st.mask_mouth)
     if st.copy:
         terms["copy"] = st.copy * copy_loss(levels.rgb, model.dec.to_rgbs[-1].upsample,
                                             batch["driving"][:, 0], batch["mouth_mask"], batch["warp_valid"])

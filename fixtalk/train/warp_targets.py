@@ -8,8 +8,10 @@ one portrait (fixtalk.train.face_warp), so the backward map "driver pixel -> sou
 up to the control points; we rebuild it from the two frames' dlib-68 landmarks, a head ring that
 follows the landmarks' similarity transform and the fixed image border, exactly as face_warp
 builds the forward warp. Inside the driver's open inner-lip polygon the source has no counterpart:
-there the target mask of the two finest levels is 0 (the decoder generates; coarser levels stay
-free to warp dark source features into the cavity), elsewhere 1 (the decoder copies the source).
+elsewhere the target mask is 1 (the decoder copies the source; without it the mask turns into a
+spatial gain that the decoder paints from the driver's latent, wrong in colour for a new face);
+inside, optionally (``mask_mouth``), the two finest levels' mask is pulled to 0 (the decoder
+generates the cavity; coarser levels stay free to warp dark source features into it).
 
 Targets are in grid_sample's normalised coordinates (align_corners=False): a pixel centre x of the
 S x S crop is u = (2 x + 1) / S - 1. At a decoder level of resolution r the target is the mean of
@@ -51,14 +53,15 @@ def warp_target(src_lm: np.ndarray, drv_lm: np.ndarray, size: int) -> tuple[np.n
 
 
 def warp_loss(flow_logits: list[torch.Tensor], flow: torch.Tensor, mouth: torch.Tensor,
-              valid: torch.Tensor, w_flow: float, w_mask: float) -> dict[str, torch.Tensor]:
-    """Supervise every decoder level's flow (L1 outside the open mouth) and mask (1 outside the
-    open mouth; 0 inside it at the two finest levels; L1 on sigmoid). ``valid`` (B,) bool selects
-    items with targets."""
-    if not (w_flow or w_mask) or not bool(valid.any()):
+              valid: torch.Tensor, w_flow: float, w_mask: float, w_mask_mouth: float = 0.0
+              ) -> dict[str, torch.Tensor]:
+    """Supervise every decoder level's flow (L1 outside the open mouth) and mask (``w_mask``: 1
+    outside the open mouth; ``w_mask_mouth``: 0 inside it at the two finest levels; L1 on sigmoid).
+    ``valid`` (B,) bool selects items with targets."""
+    if not (w_flow or w_mask or w_mask_mouth) or not bool(valid.any()):
         return {}
     flow, mouth = flow[valid], mouth[valid]
-    lf = lm = 0.0
+    lf = lm = lmm = 0.0
     for logits in flow_logits:
         logits = logits[valid]
         r = logits.shape[-1]
@@ -69,13 +72,15 @@ def warp_loss(flow_logits: list[torch.Tensor], flow: torch.Tensor, mouth: torch.
         mask = torch.sigmoid(logits[:, 2:3])
         lm = lm + (keep * (1.0 - mask)).mean()
         if 2 * r >= flow.shape[-1]:  # the finest two levels generate the mouth; coarser ones may
-            lm = lm + (m * mask).sum() / m.sum().clamp(min=1.0)  # warp dark source features into it
+            lmm = lmm + (m * mask).sum() / m.sum().clamp(min=1.0)  # warp dark source features into it
     n = len(flow_logits)
     out = {}
     if w_flow:
         out["flow"] = w_flow * lf / n
     if w_mask:
         out["mask"] = w_mask * lm / n
+    if w_mask_mouth:
+        out["mask_mouth"] = w_mask_mouth * lmm / n
     return out
 
 
