@@ -224,7 +224,10 @@ def build(out: str | Path, clips: int, size: int = 128, eval_clips: int = 4, see
             utt = utts[int(rng.integers(len(utts)))] if split == "train" else utts[i % len(utts)]
             image = extra[name] if name in extra else load_portrait(name)
             frames, lms, audio, meta = make_clip(image, utt, size, rng, augment=(split == "train"))
-            src, lic, _ = PORTRAITS.get(name, (f"{Path(portraits) / name} (user-supplied)", "user-supplied", ""))
+            if name in extra:
+                src, lic = f"{Path(portraits) / name} (user-supplied)", "user-supplied"
+            else:
+                src, lic, _ = PORTRAITS[name]
             meta.update(identity=name, split=split, source=src, licence=lic)
             folder = write_clip(out / f"{split}_{i:04d}", frames, audio, lms, meta)
             written.append(folder)
