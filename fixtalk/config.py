@@ -148,6 +148,8 @@ class StageConfig:
     flow_lr_mult: float = 1.0  # learning-rate factor of the decoder's flow/mask heads (dec.to_flows)
     gan: float = 0.0
     gan_start: int = 0  # stage step from which the GAN terms are on
+    r1: float = 10.0  # R1 penalty gamma on real images (StyleGAN2), applied lazily every r1_every D steps
+    r1_every: int = 4
     latent: float = 1.0  # lip_pose latent consistency
     dis: float = 1.0  # fixtalk L_dis
     d_mem: float = 1.0  # fixtalk L_d-mem

@@ -150,6 +150,15 @@ def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Te
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
+def r1_penalty(disc, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018, as in StyleGAN2): mean over the batch of ||d D(x) / d x||^2 on
+    real images. Without it the discriminator's logits run away within a few hundred steps on a
+    small data set and the generator's image losses are swamped."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(disc(real).sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
 def latent_consistency(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """EDTalk's cross-reconstruction latent loss: mean_b exp(-cos(a_b, b_b))."""
     return torch.exp(-F.cosine_similarity(a, b, dim=-1, eps=1e-8)).mean()

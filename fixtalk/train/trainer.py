@@ -3,7 +3,8 @@
 One :class:`~fixtalk.config.TrainConfig` lists the stages (base -> lip_pose -> exp -> fixtalk ->
 audio2lip by default); each stage trains the parameters :func:`stage_steps.trainable_prefixes`
 names with a fresh Adam optimizer and its own loss terms (:mod:`fixtalk.train.stage_steps`).
-Optional non-saturating GAN terms use the StyleGAN2-style discriminator.
+Optional non-saturating GAN terms use the StyleGAN2-style discriminator with a lazy R1 penalty
+(gamma ``r1`` every ``r1_every`` discriminator steps, scaled by ``r1_every`` as in StyleGAN2).
 
 Checkpoints (``OUT/train_state.pt``) hold model, discriminator, optimizers, RNG states, the
 stage/step position and the loss log, written atomically every ``checkpoint_minutes`` (and/or
@@ -38,7 +39,7 @@ from fixtalk.model import FixTalk
 from fixtalk.presets import get_preset
 from fixtalk.train.data_format import TalkingFaceDataset
 from fixtalk.train.discriminator import Discriminator
-from fixtalk.train.losses import d_logistic, g_nonsaturating, perceptual_loss
+from fixtalk.train.losses import d_logistic, g_nonsaturating, perceptual_loss, r1_penalty
 from fixtalk.train.stage_steps import (STAGE_FUNCTIONS, StepContext, set_stage_mode, trainable_prefixes,
                                        wants_warp)
 
@@ -239,10 +240,15 @@ class Trainer:
                 real = batch["driving"][:, 0]
                 with self._amp():
                     d_loss = d_logistic(self.disc(real), self.disc(fakes[0].detach()))
+                d_total = d_loss
+                if st.r1 and self.stage_step % max(1, st.r1_every) == 0:
+                    r1 = r1_penalty(self.disc, real.float())
+                    d_total = d_loss + 0.5 * st.r1 * max(1, st.r1_every) * r1
+                    row["r1"] = float(r1.detach())
                 d_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
+                d_total.backward()
                 d_opt.step()
-                row["d_loss"] = float(d_loss)
+                row["d_loss"] = float(d_loss.detach())
             self.stage_step += 1
             self.global_step += 1
             if self.stage_step % self.cfg.log_every == 0 or self.stage_step == 1:
