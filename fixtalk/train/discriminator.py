@@ -2,8 +2,11 @@
 
 1x1 stem, residual blocks (3x3 conv, 3x3 conv + 2x down; 1x1 skip + 2x down; sum / sqrt 2) down to
 4x4, minibatch standard deviation (group up to 4), 3x3 conv, linear -> linear -> 1 logit.
-Downsampling is a [1,2,1] binomial blur with stride 2 (anti-aliased as in StyleGAN2). Plain
-``nn.Conv2d``/``nn.Linear`` with LeakyReLU(0.2); no equalised lr (it is trained from scratch).
+Downsampling is a [1,2,1] binomial blur with stride 2 (anti-aliased as in StyleGAN2). Convolutions
+and linears use StyleGAN2's equalised learning rate (N(0, 1) weights scaled by 1/sqrt(fan-in) at
+run time), LeakyReLU(0.2). With plain layers (weights ~0.02) an Adam step of the usual 2e-3 moved
+every weight by ~10 % per step; the logits then grew geometrically with depth and ran away to
+~1e5 a few hundred steps after the GAN term started (seen twice on the synthetic set).
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fixtalk.nets.layers import EqualConv2d, EqualLinear
 
 
 def _blur_down(x: torch.Tensor) -> torch.Tensor:
@@ -23,9 +28,9 @@ def _blur_down(x: torch.Tensor) -> torch.Tensor:
 class DResBlock(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cin, 3, padding=1)
-        self.conv2 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1, bias=False)
+        self.conv1 = EqualConv2d(cin, cin, 3, padding=1)
+        self.conv2 = EqualConv2d(cin, cout, 3, padding=1)
+        self.skip = EqualConv2d(cin, cout, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.leaky_relu(self.conv1(x), 0.2)
@@ -41,7 +46,7 @@ class Discriminator(nn.Module):
         if size < 8 or size & (size - 1):
             raise ValueError(f"discriminator size must be a power of two >= 8, got {size}")
         ch = lambda r: min(max_channels, base * (size // r))  # noqa: E731
-        self.stem = nn.Conv2d(3, ch(size), 1)
+        self.stem = EqualConv2d(3, ch(size), 1)
         blocks, r = [], size
         while r > 4:
             blocks.append(DResBlock(ch(r), ch(r // 2)))
@@ -49,9 +54,9 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         c4 = ch(4)
         self.stddev_group = stddev_group
-        self.final_conv = nn.Conv2d(c4 + 1, c4, 3, padding=1)
-        self.fc1 = nn.Linear(c4 * 16, c4)
-        self.fc2 = nn.Linear(c4, 1)
+        self.final_conv = EqualConv2d(c4 + 1, c4, 3, padding=1)
+        self.fc1 = EqualLinear(c4 * 16, c4)
+        self.fc2 = EqualLinear(c4, 1)
 
     def _minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
