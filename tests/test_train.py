@@ -402,3 +402,14 @@ def test_synthetic_set_takes_user_portraits_and_names_a_faceless_file(tmp_path):
     with pytest.raises(ValueError, match=r"coffee\.png: no face found"):
         synthetic.build(tmp_path / "data2", clips=1, size=SIZE, eval_clips=0, log=lambda s: None,
                         utterances={"train": [utt]}, portraits=folder)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_train_config_loads(path):
+    """configs/ (the default's and the recorded experiments') parse into a TrainConfig: a renamed
+    or misspelt key would be refused by name, so a recorded run stays reproducible."""
+    from fixtalk.train.cli import load_train_config
+
+    cfg = load_train_config(path)
+    assert cfg.stages and all(st.steps > 0 for st in cfg.stages)
