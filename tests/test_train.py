@@ -413,3 +413,31 @@ def test_every_shipped_train_config_loads(path):
 
     cfg = load_train_config(path)
     assert cfg.stages and all(st.steps > 0 for st in cfg.stages)
+
+
+def test_reshape_gives_the_portrait_a_new_face_geometry_that_its_pixels_show():
+    """``--reshape``: the reshaped portrait's own pixels carry the new geometry (dlib's landmarks on
+    them follow the new points, not the old ones), and different draws are different faces."""
+    import cv2
+
+    from fixtalk.train import synthetic
+    from fixtalk.train.face_shape import reshape_portrait
+    from stages.faces import detect_faces
+
+    portrait = synthetic.load_portrait("astronaut")
+    base, lm = synthetic.aligned_portrait(portrait, 128, None, landmarks=synthetic.portrait_landmarks(portrait))
+    moved_most = []
+    for seed in (1, 2, 3):
+        img, new = reshape_portrait(base, lm, 128, np.random.default_rng(seed))
+        small = cv2.resize(img, (128, 128), interpolation=cv2.INTER_AREA)
+        faces = detect_faces(small, upsample=1)
+        assert len(faces) == 1
+        det = np.asarray(faces[0].landmarks, np.float64)
+        to_new = np.linalg.norm(det - new, axis=1)
+        to_old = np.linalg.norm(det - lm, axis=1)
+        shift = np.linalg.norm(new - lm, axis=1)
+        big = shift > 1.5  # points the reshape moved clearly
+        assert big.sum() >= 10, shift.max()
+        assert to_new[big].mean() < 0.6 * to_old[big].mean(), (seed, to_new[big].mean(), to_old[big].mean())
+        moved_most.append(new)
+    assert np.linalg.norm(moved_most[0] - moved_most[1], axis=1).mean() > 1.0

@@ -3,7 +3,7 @@
     fixtalk train --config configs/train_default.yaml --data DATA --out RUN [--device cpu]
                   [--max-minutes M] [--init CKPT|EDTalk.pt]
     fixtalk data prepare VIDEO_DIR OUT [--size 128] [--segment 10]
-    fixtalk data synthetic OUT [--clips 40] [--eval-clips 5] [--size 128] [--seed 0] [--portraits DIR]
+    fixtalk data synthetic OUT [--clips 40] [--eval-clips 5] [--size 128] [--seed 0] [--portraits DIR] [--reshape P]
 
 Rerunning ``fixtalk train`` with the same ``--out`` resumes from ``RUN/train_state.pt``.
 """
@@ -90,6 +90,8 @@ def _data(args: argparse.Namespace) -> int:
             "--size", str(args.size), "--seed", str(args.seed)]
     if args.portraits:
         argv += ["--portraits", str(args.portraits)]
+    if args.reshape:
+        argv += ["--reshape", str(args.reshape)]
     return synthetic.main(argv)
 
 
@@ -119,6 +121,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     sy.add_argument("--size", type=int, default=128)
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--portraits", help="folder of further training portraits (images you hold the rights to)")
+    sy.add_argument("--reshape", type=float, default=0.0,
+                    help="fraction of training clips whose face gets a new random geometry (default 0)")
     for sp in (pr, sy):
         sp.set_defaults(func=_data)
     return p

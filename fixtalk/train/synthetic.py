@@ -7,7 +7,8 @@ Portraits (licences in docs/model_card.md):
 scikit-image's ``camera`` has no detectable face and ``lfw_subset`` is 25x25 px, so neither is used.
 One training identity is thin: each clip therefore augments it (colour, gamma, crop scale/shift,
 horizontal flip) so the model sees many "pseudo-identities"; it is still one real face.
-``--portraits DIR`` adds every image in DIR (portraits the user holds the rights to) as a further
+``--reshape P`` gives a fraction P of the training clips a new random face geometry
+(fixtalk.train.face_shape). ``--portraits DIR`` adds every image in DIR (portraits the user holds the rights to) as a further
 training identity; the training clips go round-robin over all identities.
 
 Each clip: one utterance (espeak-ng or LibriVox, force-aligned -> visemes), a smooth random head
@@ -169,8 +170,9 @@ def motion_tracks(rng: np.random.Generator, n: int, still: bool = False) -> dict
 
 
 def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Generator,
-              augment: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Frames (N,S,S,3), landmarks (N,68,2), audio and meta for one synthetic clip."""
+              augment: bool = True, reshape: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Frames (N,S,S,3), landmarks (N,68,2), audio and meta for one synthetic clip. With
+    ``augment``, a fraction ``reshape`` of clips also gets a new face geometry (face_shape.py)."""
     lead, tail = rng.uniform(0.15, 0.6, size=2)
     audio = np.concatenate([np.zeros(int(lead * 16000), np.float32), utt.audio,
                             np.zeros(int(tail * 16000), np.float32)])
@@ -183,6 +185,11 @@ def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Ge
     # colour augmentation moves no landmark: detect once on the (cached) original portrait
     base, base_lm = aligned_portrait(image, size, rng if augment else None, flip=flip,
                                      landmarks=portrait_landmarks(portrait))
+    reshaped = bool(augment and reshape > 0 and rng.random() < reshape)
+    if reshaped:
+        from fixtalk.train.face_shape import reshape_portrait
+
+        base, base_lm = reshape_portrait(base, base_lm, size, rng)
     tracks = motion_tracks(rng, n, still=bool(rng.random() < 0.25))
     tracks["mouth_open"] = mouth_open.astype(np.float64)
     tracks["mouth_width"] = width.astype(np.float64)
@@ -194,7 +201,7 @@ def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Ge
     meta = {
         "kind": "synthetic",
         "speech": {"source": utt.source, "licence": utt.licence, "text": utt.text},
-        "augment": {"flip": flip, "mouth_amplitude": amplitude},
+        "augment": {"flip": flip, "mouth_amplitude": amplitude, "reshape": reshaped},
         "visemes": visemes,
         "tracks": {k: [round(float(x), 5) for x in v] for k, v in tracks.items()},
     }
@@ -203,11 +210,11 @@ def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Ge
 
 def build(out: str | Path, clips: int, size: int = 128, eval_clips: int = 4, seed: int = 0,
           log=print, utterances: dict[str, list[Utterance]] | None = None,
-          portraits: str | Path | None = None) -> list[Path]:
+          portraits: str | Path | None = None, reshape: float = 0.0) -> list[Path]:
     """Write ``clips`` training clips (astronaut, plus the images of ``portraits``) and
     ``eval_clips`` held-out clips (Grace Hopper, held-out sentences/voice/recording) under ``out``.
     ``utterances`` ({"train": [...], "eval": [...]}) replaces the default speech of a split (tests
-    use one short utterance)."""
+    use one short utterance). ``reshape``: fraction of training clips given a new face geometry."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     extra = user_portraits(portraits) if portraits else {}
@@ -223,7 +230,8 @@ def build(out: str | Path, clips: int, size: int = 128, eval_clips: int = 4, see
             name = names[i % len(names)]
             utt = utts[int(rng.integers(len(utts)))] if split == "train" else utts[i % len(utts)]
             image = extra[name] if name in extra else load_portrait(name)
-            frames, lms, audio, meta = make_clip(image, utt, size, rng, augment=(split == "train"))
+            frames, lms, audio, meta = make_clip(image, utt, size, rng, augment=(split == "train"),
+                                                 reshape=reshape if split == "train" else 0.0)
             if name in extra:
                 src, lic = f"{Path(portraits) / name} (user-supplied)", "user-supplied"
             else:
@@ -243,11 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128, help="frame size in pixels (default 128)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--portraits", help="folder of further training portraits (images you hold the rights to)")
+    ap.add_argument("--reshape", type=float, default=0.0,
+                    help="fraction of training clips whose face gets a new random geometry (default 0)")
     args = ap.parse_args(argv)
     if args.size < 32 or args.size % 8:
         ap.error(f"--size must be a multiple of 8 and >= 32, got {args.size}")
+    if not 0.0 <= args.reshape <= 1.0:
+        ap.error(f"--reshape is a fraction of clips in [0, 1], got {args.reshape}")
     try:
-        build(args.out, args.clips, args.size, args.eval_clips, args.seed, portraits=args.portraits)
+        build(args.out, args.clips, args.size, args.eval_clips, args.seed, portraits=args.portraits,
+              reshape=args.reshape)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
