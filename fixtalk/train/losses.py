@@ -152,8 +152,9 @@ def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Te
 
 def r1_penalty(disc, real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018, as in StyleGAN2): mean over the batch of ||d D(x) / d x||^2 on
-    real images. Without it the discriminator's logits run away within a few hundred steps on a
-    small data set and the generator's image losses are swamped."""
+    real images; keeps the discriminator smooth on the data. (The runaway seen on the synthetic set
+    was the discriminator's missing equalised learning rate, which R1 alone did not prevent; see
+    fixtalk.train.discriminator.)"""
     real = real.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(disc(real).sum(), real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
