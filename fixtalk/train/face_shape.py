@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fixtalk.train.face_warp import control_points, warp_maps
+from fixtalk.train.face_warp import control_points, separate_inner_lips, warp_maps
 
 _JAW, _CHIN = np.r_[0:17], np.r_[5:12]
 _BROWS_EYES = np.r_[17:27, 36:48]
@@ -56,9 +56,8 @@ def reshape_portrait(image: np.ndarray, lm: np.ndarray, size: int, rng: np.rando
     k = image.shape[0] / size
     new = random_face_shape(lm, rng, strength)
     ring, border = control_points(lm, size)
-    dst = np.concatenate([new, ring, border]) * k
+    dst = separate_inner_lips(np.concatenate([new, ring, border]) * k)
     src = np.concatenate([lm, ring, border]) * k
-    dst[60:68] += np.linspace(0, 1e-3, 8)[:, None]  # closed lips: distinct points for Delaunay
     mx, my = warp_maps(src, dst, image.shape[0], 1.0)
     out = cv2.remap(image, mx, my, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     return out, new.astype(np.asarray(lm).dtype)

@@ -159,6 +159,14 @@ def warp_maps(src_pts: np.ndarray, dst_pts: np.ndarray, size: int, src_scale: fl
             mapped[:, 1].reshape(size, size).astype(np.float32))
 
 
+def separate_inner_lips(points: np.ndarray) -> np.ndarray:
+    """``points`` (68+ control points) with the inner-lip points 60-67 nudged apart by < 1e-3 px,
+    so that closed lips never coincide (Delaunay in warp_maps needs distinct points)."""
+    out = np.array(points, dtype=np.float64)
+    out[60:68] += np.linspace(0, 1e-3, 8)[:, None]
+    return out
+
+
 def mouth_interior(lm: np.ndarray, h: int, w: int) -> np.ndarray:
     """(h, w) float32 anti-aliased coverage of the inner-lip polygon (landmarks 60-67) when the
     mouth is open (largest inner gap > ``OPEN_GAP_PX``), else zeros: where paint_mouth paints."""

@@ -8,14 +8,14 @@ scikit-image's ``camera`` has no detectable face and ``lfw_subset`` is 25x25 px,
 One training identity is thin: each clip therefore augments it (colour, gamma, crop scale/shift,
 horizontal flip) so the model sees many "pseudo-identities"; it is still one real face.
 ``--reshape P`` gives a fraction P of the training clips a new random face geometry
-(fixtalk.train.face_shape). ``--portraits DIR`` adds every image in DIR (portraits the user holds the rights to) as a further
-training identity; the training clips go round-robin over all identities.
+(fixtalk.train.face_shape). ``--portraits DIR`` adds every image in DIR (portraits the user holds
+the rights to) as a further training identity; training clips go round-robin over identities.
 
 Each clip: one utterance (espeak-ng or LibriVox, force-aligned -> visemes), a smooth random head
 trajectory (yaw, pitch, roll, scale, shift), blinks, and frames rendered by face_warp.render_frame.
 
 Usage: ``python -m fixtalk.train.synthetic OUT --clips N --size 128 [--eval-clips M] [--seed S]
-[--portraits DIR]``
+[--portraits DIR] [--reshape P]``
 """
 from __future__ import annotations
 
@@ -56,9 +56,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def user_portraits(folder: str | Path) -> dict[str, np.ndarray]:
-    """{file stem: RGB uint8 image} for every image in ``folder`` (grey and RGBA become RGB).
-    Each must show one detectable face; the error names the file that does not."""
-    from skimage import color, io
+    """{file stem: RGB uint8 image} for every image in ``folder`` (grey, grey+alpha, RGBA and
+    16-bit images become 8-bit RGB). Each must show one detectable face; the error names the file
+    that does not."""
+    from skimage import color, io, util
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -72,11 +73,9 @@ def user_portraits(folder: str | Path) -> dict[str, np.ndarray]:
             img = io.imread(f)
         except Exception as e:  # noqa: BLE001 - any decoder error is the same bad file for the user
             raise ValueError(f"--portraits {f}: not a readable image ({e})") from None
-        if img.ndim == 2:
-            img = color.gray2rgb(img)
-        img = np.ascontiguousarray(img[:, :, :3])
-        if img.dtype != np.uint8:
-            img = (np.clip(img / max(float(img.max()), 1e-9), 0, 1) * 255).astype(np.uint8)
+        if img.ndim == 3 and img.shape[2] in (2, 4):  # drop alpha
+            img = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
+        img = np.ascontiguousarray(util.img_as_ubyte(color.gray2rgb(img) if img.ndim == 2 else img))
         try:
             portrait_landmarks(img)
         except ValueError as e:

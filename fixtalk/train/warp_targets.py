@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from fixtalk.geometry import umeyama
 from fixtalk.nets.decoder import identity_grid
-from fixtalk.train.face_warp import control_points, mouth_interior, warp_maps
+from fixtalk.train.face_warp import control_points, mouth_interior, separate_inner_lips, warp_maps
 
 _RIGID = np.r_[17:48]  # brows, nose, eyes: follow the head, not the mouth
 
@@ -45,8 +45,7 @@ def warp_target(src_lm: np.ndarray, drv_lm: np.ndarray, size: int) -> tuple[np.n
     ring_d = _apply(umeyama(src_lm[_RIGID], drv_lm[_RIGID]), ring_s)
     dst = np.concatenate([drv_lm, ring_d, border])
     src = np.concatenate([src_lm, ring_s, border])
-    # Delaunay needs distinct points: separate closed lips by a hair, as face_warp does
-    dst[60:68] += np.linspace(0, 1e-3, 8)[:, None]
+    dst = separate_inner_lips(dst)  # Delaunay needs distinct points
     mx, my = warp_maps(src, dst, size, 1.0)
     flow = np.stack([(2 * mx + 1) / size - 1, (2 * my + 1) / size - 1]).astype(np.float32)
     return flow, mouth_interior(drv_lm, size, size)[None]
