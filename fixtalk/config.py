@@ -34,6 +34,26 @@ class AudioConfig:
 
 
 @dataclass
+class SilenceGate:
+    """Inference policy (not part of EDTalk/FixTalk): the mouth rests where the speech is silent.
+
+    Audio2Lip maps every 200 ms mel window to lip weights alpha_lip, pauses and room noise included,
+    so a small model keeps mumbling through silence. Per video frame (40 ms) the RMS level L in dBFS
+    is compared with a threshold ``max(floor_dbfs, loud - below_loud_db)``, where ``loud`` is the
+    clip's 95th-percentile frame level; the gate g = clip((L - threshold) / ramp_db, 0, 1) blends
+    alpha_lip_t = rest + g_t (alpha_lip_t - rest), ``rest`` being Audio2Lip's output on digital
+    silence. The gate is widened by ``hold_frames`` on each side so that plosive onsets and
+    releases keep their motion. ``enabled=False`` gives the network's raw output.
+    """
+
+    enabled: bool = True
+    floor_dbfs: float = -55.0
+    below_loud_db: float = 35.0
+    ramp_db: float = 6.0
+    hold_frames: int = 2
+
+
+@dataclass
 class Audio2LipConfig:
     """Audio2Lip: the Wav2Lip audio encoder (conv widths) + Linear(embed -> lip_dim)."""
 

@@ -26,7 +26,8 @@ import torch
 
 from .model import FixTalk
 from .nets.audio2lip import smooth_time
-from .nets.audio_features import mel_windows
+from .config import SilenceGate
+from .nets.audio_features import mel_windows, samples_per_frame, speech_gate
 
 
 @dataclass
@@ -134,13 +135,30 @@ class ClipRenderer:
         return SourceState(img, code, list(feats), z, a_lip, a_pose, a_exp, motion)
 
     @torch.no_grad()
-    def lip_weights(self, wave_16k: np.ndarray, chunk: int = 256) -> torch.Tensor:
-        """alpha_lip (T, lip_dim) from a 16 kHz mono float waveform, Gaussian-smoothed over time."""
+    def lip_weights(self, wave_16k: np.ndarray, chunk: int = 256, smoothing_sigma: float | None = None,
+                    silence: SilenceGate | None = SilenceGate()) -> torch.Tensor:
+        """alpha_lip (T, lip_dim) from a 16 kHz mono float waveform: Audio2Lip, then the silence
+        gate (``silence``; None = the network's raw output), then a temporal Gaussian of
+        ``smoothing_sigma`` frames (default: the model's ``audio.smoothing_sigma``; 0 = none).
+
+        With the gate on, the Gaussian smooths the deviation from the rest weights, so the
+        zero padding of :func:`smooth_time` eases the first and last frames toward the resting
+        mouth instead of toward alpha = 0 (EDTalk's smoothing, kept when the gate is off)."""
         wave = np.asarray(wave_16k)
-        mel = torch.from_numpy(mel_windows(wave, self.model.cfg.audio)).to(self.device, self.dtype)
-        outs = [self.model.audio2lip(mel[i:i + chunk]) for i in range(0, len(mel), chunk)]
         a = self.model.cfg.audio
-        return smooth_time(torch.cat(outs), a.smoothing_k, a.smoothing_sigma)
+        mel = torch.from_numpy(mel_windows(wave, a)).to(self.device, self.dtype)
+        lip = torch.cat([self.model.audio2lip(mel[i:i + chunk]) for i in range(0, len(mel), chunk)])
+        rest = torch.zeros_like(lip[:1])
+        if silence is not None and silence.enabled:
+            quiet = np.zeros(samples_per_frame(a), dtype=np.float32)
+            rest = self.model.audio2lip(torch.from_numpy(mel_windows(quiet, a)).to(self.device, self.dtype))
+            g = torch.from_numpy(speech_gate(wave, a, silence)).to(lip)[:, None]
+            lip = rest + g * (lip - rest)
+        sigma = a.smoothing_sigma if smoothing_sigma is None else float(smoothing_sigma)
+        if sigma <= 0:
+            return lip
+        k = a.smoothing_k if sigma == a.smoothing_sigma else max(3, 2 * int(np.ceil(2 * sigma)) + 1)
+        return rest + smooth_time(lip - rest, k, sigma)
 
     @torch.no_grad()
     def motion_weights(self, frames_uint8: np.ndarray) -> dict[str, torch.Tensor | None]:

@@ -12,6 +12,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from fixtalk.config import SilenceGate
+
 
 @dataclass
 class Resources:
@@ -57,7 +59,8 @@ class FaceCropConfig:
 @dataclass
 class MotionConfig:
     resources: Resources = field(default_factory=Resources)
-    lip_smoothing_sigma: float = 1.0
+    lip_smoothing_sigma: float = 1.0  # temporal Gaussian over alpha_lip, in frames (0: none)
+    silence_gate: SilenceGate = field(default_factory=SilenceGate)  # mouth at rest in silence
     emotion_intensity: float = 1.0
     driving_landmark_frames: int = 9  # frames sampled to place the fixed crop of a driving video
     chunk_frames: int = 32  # driving frames per motion-encoder call

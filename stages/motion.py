@@ -3,8 +3,9 @@
 EDTalk / FixTalk render frame t from the source code plus ``Q [alpha_lip_t; alpha_pose_t;
 alpha_exp_t]`` (lip 20, pose 6, expression 10 weights over the orthonormal motion bases):
 
-* ``alpha_lip`` (T, lip_dim): Audio2Lip on the 16 kHz speech, smoothed; T = floor(samples / 640)
-  frames at 25 fps;
+* ``alpha_lip`` (T, lip_dim): Audio2Lip on the 16 kHz speech, held at rest where the audio is
+  silent (``motion.silence_gate``, :class:`fixtalk.config.SilenceGate`), smoothed over
+  ``motion.lip_smoothing_sigma`` frames; T = floor(samples / 640) frames at 25 fps;
 * ``alpha_pose`` (T, pose_dim): the pose bank weights of each ``pose_video`` frame (one fixed crop
   for the whole video, so the head's motion stays in the frame), played back and forth when the
   video is shorter than the speech; without a pose video, the portrait's own pose, held;
@@ -90,7 +91,9 @@ class MotionStage(Stage):
             raise ClipError(f"{row['audio_16k']} is {sr} Hz, expected {self.sample_rate}; rerun ingest",
                             field="audio")
         renderer = self.runtime.renderer
-        lip = _to_numpy(renderer.lip_weights(np.asarray(wave, np.float32)))
+        lip = _to_numpy(renderer.lip_weights(np.asarray(wave, np.float32),
+                                             smoothing_sigma=self.cfg.lip_smoothing_sigma,
+                                             silence=self.cfg.silence_gate))
         frames = len(lip)
         if frames == 0:
             raise ClipError("the audio is shorter than one video frame (40 ms)", field="audio")

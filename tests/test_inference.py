@@ -94,6 +94,34 @@ def test_lip_weights_from_audio_and_motion_weights_from_frames(models):
     torch.testing.assert_close(one["pose"][0], w["pose"][2], atol=1e-5, rtol=0)
 
 
+def test_silence_gate_rests_the_lips_in_pauses_only(models):
+    """Speech 0-1 s, a -70 dBFS floor 1-2 s, speech again: the gated weights equal the network's
+    rest output (digital silence) in the pause, and the raw output where the speech is."""
+    from fixtalk.config import SilenceGate
+    from fixtalk.nets.audio_features import speech_gate
+
+    r = ClipRenderer(models["edtalk"])
+    rng = np.random.default_rng(0)
+    t = np.arange(48000) / 16000
+    speech = 0.2 * np.sin(2 * np.pi * 180 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    wave = (speech + 3e-4 * rng.standard_normal(len(t))).astype(np.float32)
+    wave[16000:32000] = 3e-4 * rng.standard_normal(16000)  # -70 dBFS room noise
+    gate = SilenceGate(hold_frames=2)
+    g = speech_gate(wave, r.model.cfg.audio, gate)
+    assert g.shape == (75,) and (g[:25] == 1).all() and (g[50:] == 1).all() and (g[27:48] == 0).all()
+    assert (g[25:27] == 1).all() and (g[48:50] == 1).all()  # held 2 frames into the pause each side
+    raw = r.lip_weights(wave, smoothing_sigma=0, silence=None)
+    gated = r.lip_weights(wave, smoothing_sigma=0, silence=gate)
+    rest = r.lip_weights(np.zeros(1280, np.float32), smoothing_sigma=0, silence=None)[0]
+    torch.testing.assert_close(gated[30:45], rest.expand(15, -1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(gated[:25], raw[:25], atol=1e-6, rtol=0)
+    assert (raw[30:45] - rest).abs().max() > 1e-3  # the network alone does move in the pause
+    off = r.lip_weights(wave, smoothing_sigma=0, silence=SilenceGate(enabled=False))
+    torch.testing.assert_close(off, raw)
+    smoothed = r.lip_weights(wave, smoothing_sigma=3.0, silence=None)
+    assert (smoothed[5:20] - raw[5:20]).abs().max() > 1e-4  # the sigma is applied
+
+
 def test_source_tensor_equals_uint8_source(models):
     r = ClipRenderer(models["fixtalk"])
     img = smooth_image(32, seed=5)

@@ -38,7 +38,8 @@ def test_fingerprint_tracks_content_options_and_checkpoint(tmp_path: Path):
     moved = tmp_path / "moved"
     moved.mkdir()
     assert base == fingerprint(_row(moved), opts, "ck1")  # the path itself does not matter
-    for key in ("render.output=crop", "mux.crf=30", "ingest.fps=30", "motion.lip_smoothing_sigma=2"):
+    for key in ("render.output=crop", "mux.crf=30", "ingest.fps=30", "motion.lip_smoothing_sigma=2",
+                "motion.silence_gate.enabled=false", "motion.silence_gate.floor_dbfs=-40"):
         assert options_digest(load_config(overrides=[key])) != opts, key
     for key in ("render.resources.num_gpus=1", "model.device=cuda", "render.batch_size=2", "qc.sample_every=9",
                 "run.num_cpus=7", "ingest.resources.pool_size=4"):

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..config import AudioConfig
+from ..config import AudioConfig, SilenceGate
 
 
 @lru_cache(maxsize=8)
@@ -114,3 +114,26 @@ def mel_windows(wave: np.ndarray, cfg: AudioConfig) -> np.ndarray:
         raise ValueError(f"waveform too short: {len(wave)} samples, need at least "
                          f"{samples_per_frame(cfg)} (one video frame at {cfg.fps} fps)")
     return mel_windows_from_spectrogram(melspectrogram(cropped, cfg), t, cfg)
+
+
+def frame_levels_dbfs(wave: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """RMS level (dBFS, floored at -120) of each video frame's samples: (T,) for T = floor(N / 640)."""
+    cropped = crop_wave(wave, cfg).astype(np.float64)
+    spf = samples_per_frame(cfg)
+    rms = np.sqrt(np.mean(cropped.reshape(-1, spf) ** 2, axis=1)) if len(cropped) else np.zeros(0)
+    return 20 * np.log10(np.maximum(rms, 1e-6))
+
+
+def speech_gate(wave: np.ndarray, cfg: AudioConfig, gate: SilenceGate) -> np.ndarray:
+    """Per-frame weight g_t in [0, 1] of the lip motion (1 = speech, 0 = silence); see
+    :class:`fixtalk.config.SilenceGate`."""
+    levels = frame_levels_dbfs(wave, cfg)
+    if len(levels) == 0:
+        return levels
+    threshold = max(gate.floor_dbfs, float(np.percentile(levels, 95)) - gate.below_loud_db)
+    g = np.clip((levels - threshold) / max(gate.ramp_db, 1e-6), 0.0, 1.0)
+    h = max(0, int(gate.hold_frames))
+    if h:
+        padded = np.pad(g, h, mode="edge")
+        g = np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1).max(axis=1)
+    return g
