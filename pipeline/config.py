@@ -83,6 +83,7 @@ class RenderConfig:
                                                                    max_tasks_in_flight=1))
     batch_size: int = 8  # frames per network call
     output: str = "full"  # crop | full (paste back into the portrait)
+    paste_region: str = "auto"  # auto | face | mouth (stages/paste.py)
     feather: float = 0.12
 
 

@@ -295,5 +295,10 @@ def load_transform(path: str | Path) -> tuple[np.ndarray, int, tuple[int, int]]:
             (int(meta["image_width"]), int(meta["image_height"])))
 
 
+def load_landmarks(path: str | Path) -> np.ndarray:
+    """The portrait's 68 landmarks (portrait pixels) from a face JSON."""
+    return np.asarray(_read_json(Path(path))["landmarks"], dtype=np.float64)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())

@@ -18,23 +18,15 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import PipelineConfig
-from stages.alignment import transform_points
 from stages.base import ClipError, Stage
-from stages.face_crop import load_transform
+from stages.face_crop import load_landmarks, load_transform
 from stages.images import read_rgb
 from stages.ingest import present, work_dir_of
 from stages.media import FfmpegWriter, MediaError
 from stages.model_runtime import load_runtime
+from stages.paste import PasteBack, apply_colour, blend_crop, crop_landmarks, fit_colour, lower_face_mask
 
-
-def feather_mask(size: int, feather: float) -> np.ndarray:
-    """(size, size) weights: 1 inside, a smooth ramp over ``feather * size`` pixels to 0 at the
-    crop's border (smoothstep), so the pasted crop has no visible seam."""
-    width = max(1.0, float(feather) * size)
-    pos = np.arange(size, dtype=np.float32) + 0.5
-    ramp = np.clip(np.minimum(pos, size - pos) / width, 0.0, 1.0)
-    ramp = ramp * ramp * (3 - 2 * ramp)
-    return np.outer(ramp, ramp).astype(np.float32)
+PASTE_REGIONS = ("auto", "face", "mouth")
 
 
 def is_grayscale(image: np.ndarray, tolerance: int = 2) -> bool:
@@ -50,45 +42,6 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
     return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
-class PasteBack:
-    """Put generated crops back into the portrait with the inverse of the crop transform.
-
-    Only the portrait's region under the crop is warped and blended per frame; the rest of the
-    picture is copied.
-    """
-
-    def __init__(self, portrait: np.ndarray, matrix: np.ndarray, size: int, feather: float):
-        self.portrait = np.ascontiguousarray(portrait)
-        h, w = portrait.shape[:2]
-        inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
-        corners = transform_points(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
-        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
-        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
-        if x1 <= x0 or y1 <= y0:
-            raise ValueError("the face crop lies outside the portrait")
-        self.roi = (int(x0), int(y0), int(x1), int(y1))
-        roi_matrix = np.asarray(matrix, np.float64).copy()  # ROI pixel -> crop pixel
-        roi_matrix[:, 2] += roi_matrix[:, :2] @ np.array([x0, y0], np.float64)
-        self.matrix = roi_matrix
-        self.dsize = (int(x1 - x0), int(y1 - y0))
-        mask = cv2.warpAffine(feather_mask(size, feather), roi_matrix, self.dsize,
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        self.mask = mask[:, :, None]
-        self.base = portrait[y0:y1, x0:x1].astype(np.float32) * (1.0 - self.mask)
-
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        x0, y0, x1, y1 = self.roi
-        out = np.repeat(self.portrait[None], len(crops), axis=0)
-        for i, crop in enumerate(crops):
-            face = cv2.warpAffine(crop, self.matrix, self.dsize,
-                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_REPLICATE)
-            blend = self.base + face.astype(np.float32) * self.mask
-            out[i, y0:y1, x0:x1] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
-        return out
-
-
 class RenderStage(Stage):
     """motion.npz + face crop -> ``video.mp4`` (see the module docstring)."""
 
@@ -98,6 +51,9 @@ class RenderStage(Stage):
         self.cfg = config.render
         if self.cfg.output not in ("crop", "full"):
             raise ValueError(f"render.output={self.cfg.output!r}: expected crop or full")
+        if self.cfg.paste_region not in PASTE_REGIONS:
+            raise ValueError(f"render.paste_region={self.cfg.paste_region!r}: expected one of "
+                             f"{', '.join(PASTE_REGIONS)}")
         self.mux = config.mux
         self.fps = int(config.ingest.fps)
         self.max_image_side = int(config.ingest.max_image_side)
@@ -118,7 +74,15 @@ class RenderStage(Stage):
                   for k in ("alpha_lip", "alpha_pose", "alpha_exp")]
         renderer = self.runtime.renderer
         state = renderer.source(crop)
-        paste = self._paste(row, size) if self.cfg.output == "full" else None
+        region = self.region(row)
+        mask = colour = None
+        if region == "mouth":
+            matrix = load_transform(row["face_transform"])[0]
+            mask = lower_face_mask(crop_landmarks(load_landmarks(row["face_transform"]), matrix), size)
+            with torch.inference_mode():
+                own = next(iter(renderer.render(state, state.alpha_lip, None, None)))[0]
+            colour = fit_colour(own, crop, mask)
+        paste = self._paste(row, size, mask) if self.cfg.output == "full" else None
         gray = is_grayscale(crop)
         height, width = (paste.portrait.shape[:2] if paste is not None else (size, size))
         path = work / "video.mp4"
@@ -127,15 +91,29 @@ class RenderStage(Stage):
                               preset=str(self.mux.preset)) as writer:
                 with torch.inference_mode():
                     for batch in renderer.render(state, *alphas):
+                        batch = apply_colour(batch, *colour) if colour is not None else batch
                         batch = to_gray(batch) if gray else batch
-                        writer.write(paste(batch) if paste is not None else batch)
+                        if paste is not None:
+                            batch = paste(batch)
+                        elif mask is not None:
+                            batch = blend_crop(crop, batch, mask)
+                        writer.write(batch)
         except MediaError as exc:
             raise ClipError(str(exc), error_type="EncodeFailed") from exc
         return {"video_path": str(path), "frames": writer.frames, "render_device": device,
-                "render_output": self.cfg.output, "render_grayscale": gray,
+                "render_output": self.cfg.output, "render_region": region, "render_grayscale": gray,
                 "checkpoint_id": self.runtime.checkpoint_id}
 
-    def _paste(self, row: dict[str, Any], size: int) -> PasteBack:
+    def region(self, row: dict[str, Any]) -> str:
+        """``face`` or ``mouth`` (see :mod:`stages.paste`): ``auto`` keeps the portrait's own
+        pixels outside the lower face when the clip holds the portrait's pose and expression."""
+        if self.cfg.paste_region != "auto":
+            return self.cfg.paste_region
+        held = (row.get("pose_source") == "portrait"
+                and row.get("expression_source") in ("none", "portrait"))
+        return "mouth" if held else "face"
+
+    def _paste(self, row: dict[str, Any], size: int, mask: np.ndarray | None) -> PasteBack:
         matrix, crop_size, (w, h) = load_transform(row["face_transform"])
         if crop_size != size:
             raise ClipError(f"the crop transform is for {crop_size} px, the model renders {size}",
@@ -145,4 +123,4 @@ class RenderStage(Stage):
         if portrait.shape[:2] != (h, w):
             raise ClipError(f"the portrait is {portrait.shape[1]}x{portrait.shape[0]} but was "
                             f"cropped at {w}x{h}; rerun face_crop", field="portrait")
-        return PasteBack(portrait, matrix, size, self.cfg.feather)
+        return PasteBack(portrait, matrix, size, self.cfg.feather, mask)

@@ -280,7 +280,7 @@ def test_mux_fails_the_row_without_a_rendered_video(media, config, tmp_path):
 def test_paste_back_inverts_the_crop_transform(media, config, tmp_path):
     from stages.alignment import warp_to_crop
     from stages.face_crop import load_transform
-    from stages.render import PasteBack
+    from stages.paste import PasteBack
 
     res = FaceCropStage(config).run_row(
         IngestStage(config).run_row(make_row(tmp_path, "pb", media["rotated"], media["speech"])))

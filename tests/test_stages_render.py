@@ -125,7 +125,7 @@ def test_full_frame_of_an_odd_sized_grayscale_portrait(setup, tmp_path):
     import matplotlib.cbook as cbook
 
     from stages.alignment import transform_points
-    from stages.face_crop import load_transform
+    from stages.face_crop import load_landmarks, load_transform
 
     d, cfg = setup["dir"], setup["cfg"]
     src = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("L")
@@ -156,8 +156,9 @@ def test_full_frame_of_an_odd_sized_grayscale_portrait(setup, tmp_path):
     assert len(xy) > 300
     seam = np.abs(video[:, xy[:, 1], xy[:, 0]] - portrait[xy[:, 1], xy[:, 0]]).mean()
     assert seam < 3.0, f"the crop's border shows in the video (mean step {seam:.1f})"
-    face = transform_points(inverse, np.array([[size / 2, size / 2]]))[0].round().astype(int)
-    assert video[:, face[1] - 3:face[1] + 3, face[0] - 3:face[0] + 3].std(0).mean() > 0.5
+    assert row["render_region"] == "mouth"  # no pose video: only the lower face is generated
+    mouth = load_landmarks(row["face_transform"])[48:68].mean(0).round().astype(int)
+    assert video[:, mouth[1] - 12:mouth[1] + 12, mouth[0] - 20:mouth[0] + 20].std(0).mean() > 0.5
 
 
 def test_render_crop_output_and_own_pose(setup, tmp_path):
@@ -172,6 +173,50 @@ def test_render_crop_output_and_own_pose(setup, tmp_path):
     assert np.allclose(motion["alpha_pose"], motion["alpha_pose"][:1])  # held
     stream = probe(row["video_path"])["streams"][0]
     assert (stream["width"], stream["height"], int(stream["nb_frames"])) == (64, 64, row["frames"])
+
+
+def test_held_pose_generates_only_the_lower_face(setup, tmp_path):
+    """No pose video, no emotion: paste_region auto -> mouth. The eyes and hair are the portrait's
+    own pixels in every frame, the mouth moves; paste_region=face replaces the eyes too."""
+    from stages.face_crop import load_landmarks
+
+    d = setup["dir"]
+    videos = {}
+    for region in ("auto", "face"):
+        cfg = dataclasses.replace(setup["cfg"])
+        cfg.render = dataclasses.replace(cfg.render, paste_region=region)
+        row = make_row(tmp_path / region, "held", d)
+        for stage in (IngestStage, FaceCropStage, MotionStage, RenderStage):
+            row = stage(cfg).run_row(row)
+            assert row["status"] == "ok", (stage.name, row["error_message"])
+        assert row["render_region"] == {"auto": "mouth", "face": "face"}[region]
+        videos[region] = video_to_frames(row["video_path"], fps=None).astype(int)
+    portrait = np.asarray(Image.open(row["portrait_image"])).astype(int)
+    lm = load_landmarks(row["face_transform"])
+    (ex, ey), (mx, my) = lm[36:48].mean(0).round().astype(int), lm[48:68].mean(0).round().astype(int)
+    eyes = (slice(None), slice(ey - 6, ey + 6), slice(ex - 25, ex + 25))
+    assert np.abs(videos["auto"][eyes] - portrait[eyes[1:]]).mean() < 4  # H.264 loss only
+    assert np.abs(videos["face"][eyes] - portrait[eyes[1:]]).mean() > 10  # the random net's eyes
+    assert videos["auto"][:, my - 12:my + 12, mx - 20:mx + 20].std(0).mean() > 0.5
+
+
+def test_lower_face_mask_and_colour_fit():
+    from skimage import data
+
+    from stages.faces import detect_faces
+    from stages.paste import fit_colour, lower_face_mask
+
+    astro = data.astronaut()  # 512 x 512, taken as the "crop"
+    lm = detect_faces(astro)[0].landmarks
+    mask = lower_face_mask(lm, 512)
+    at = lambda p: mask[int(round(p[1])), int(round(p[0]))]  # noqa: E731
+    assert at(lm[48:68].mean(0)) > 0.99 and at(lm[8] + [0, 5]) > 0.9  # mouth, below the chin
+    assert at(lm[36:48].mean(0)) < 0.01 and at(lm[19]) == 0  # eyes, brows
+    shifted = np.clip(astro * np.array([0.8, 1.0, 1.1]) + [20, -5, 0], 0, 255).astype(np.uint8)
+    gain, offset = fit_colour(shifted, astro, mask)
+    back = np.clip(shifted * gain + offset, 0, 255)
+    keep = mask > 0.5
+    assert np.abs(back[keep] - astro[keep]).mean() < 2.0 < np.abs(shifted[keep].astype(int) - astro[keep]).mean()
 
 
 def test_motion_emotion_policy_input_errors_fail_missing_weights_warn(setup, tmp_path):
