@@ -19,7 +19,9 @@ source image of a clip is its first frame. Four groups of figures, each line pas
     the same from a near-silent waveform (white noise at -60 dBFS); pass when the mouth hardly
     moves (std <= 0.35 x the std on speech) and does not follow the input (|r| <= 0.3). Lip
     weights go through the renderer's silence gate as the pipeline renders them
-    (:class:`fixtalk.config.SilenceGate`); the network's raw output is reported beside it;
+    (:class:`fixtalk.config.SilenceGate`); the network's raw output is reported beside it, and
+    so is the size of the mouth motion against the clip's own frames (std of the opening about
+    each clip's mean, both measured with dlib);
 (c) identity: dlib's 128-d face embedding of the source vs every measured rendered frame of (a)
     and (b): pass when the largest Euclidean distance is < 0.6 (dlib's same-person threshold);
     the mean cosine similarity is reported;
@@ -201,7 +203,7 @@ def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0,
     from stages.lipsync import audio_envelope, best_lag
 
     rng = np.random.default_rng(seed)
-    speech_m, speech_e, sil_m, sil_e, truth_m = [], [], [], [], []
+    speech_m, speech_e, sil_m, sil_e, truth_m, driver_m = [], [], [], [], [], []
     measured = []
     meter = FaceMeter()
     for clip in clips:
@@ -219,6 +221,7 @@ def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0,
             es.append(e[idx])
             if wave is clip.audio:
                 measured.append(frames)
+        driver_m.append(mouth_track(FaceMeter().landmarks(np.asarray(clip.frames)[idx], detect=True)))
         tracks = clip.meta.get("tracks", {})
         if "mouth_open" in tracks:
             truth_m.append(np.asarray(tracks["mouth_open"], float)[idx])
@@ -235,6 +238,8 @@ def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0,
         "frames": int(len(sm)),
     }
     fig["std_ratio_silence"] = fig["mouth_std_silence"] / max(fig["mouth_std_speech"], 1e-9)
+    fig["mouth_std_driver"] = _motion_std(driver_m)  # the clip's own frames: how much a mouth moves
+    fig["amplitude_ratio"] = fig["mouth_std_speech"] / max(fig["mouth_std_driver"], 1e-9)
     if truth_m:  # the ceiling: the training targets' own mouth track against the envelope
         fig["corr_ground_truth_track"] = pearson(np.concatenate(truth_m), se)
     return fig, measured
@@ -338,6 +343,9 @@ def make_checks(f: dict[str, dict]) -> list[Check]:
         Check("(a) SSIM render vs copy-source", f"{a['ssim']:.3f} vs {a['ssim_copy']:.3f}", "reported", None),
         Check("(b) mouth-envelope corr, speech", f"{b['corr_speech']:.3f} (best lag {b['best_lag_frames']:+d}: "
               f"{b['corr_speech_best']:.3f})", ">= 0.5", b["corr_speech"] >= 0.5),
+        Check("(b) ... mouth motion, render / the clip's own frames (std)",
+              f"{b['mouth_std_speech']:.4f} / {b['mouth_std_driver']:.4f} = {b['amplitude_ratio']:.2f}",
+              "reported", None),
         Check("(b) ... network alone (silence gate off): corr speech; silence std ratio",
               f"{f['lipsync_raw']['corr_speech']:.3f}; {f['lipsync_raw']['std_ratio_silence']:.2f}",
               "reported", None),
