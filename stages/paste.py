@@ -5,14 +5,16 @@ Two regions (``render.paste_region``):
 * ``face``: the whole generated crop replaces the portrait under it, with a feathered border
   (:func:`feather_mask`). Needed whenever the head or the upper face moves (a ``pose_video``, an
   emotion or an ``expression_video``).
-* ``mouth``: only the lower face (jaw, cheeks below the nose, mouth, chin and a margin below it for
-  the dropping jaw; :func:`lower_face_mask`) comes from the network; eyes, brows, hair and the
-  rest of the portrait stay the original pixels. With a held pose nothing else moves, so the clip
-  keeps the photograph's sharpness and identity where the network would only soften them; this
-  is how Wav2Lip-style dubbing tools composite too. The generated pixels are first matched in
-  colour to the portrait (:func:`fit_colour`: a per-channel gain and offset fitted on the region,
-  between the network's reconstruction of the portrait and the portrait itself), so that a small
-  model's colour drift does not show as a patch.
+* ``mouth``: only the moving lower face (lips, the skin between nose and chin, and a margin below
+  the chin for the dropping jaw; :func:`lower_face_mask`) comes from the network; eyes, brows,
+  hair and the rest of the portrait stay the original pixels. With a held pose nothing else
+  moves, so the clip keeps the photograph's sharpness and identity where the network would only
+  soften them (Wav2Lip-style dubbing tools composite the lower face too). Inside the region,
+  :class:`LowerFaceComposite` adds to the photograph only what the network *changes*: per frame,
+  the difference between the rendered frame and the network's rendering of the portrait at rest
+  where the change is small (skin that barely moves keeps the photograph's detail), and the
+  rendered pixels themselves where it is large (an opening mouth), both colour-matched to the
+  portrait (:func:`fit_colour`) so a small model's colour drift does not show as a patch.
 
 ``auto`` (the default) picks ``mouth`` when the clip's pose is the portrait's own and no
 expression drives it, else ``face``.
@@ -24,8 +26,9 @@ import numpy as np
 
 from stages.alignment import transform_points
 
-JAW_CHEEKS = list(range(2, 15))  # dlib-68 jaw points from cheek to cheek, below the eyes
+CHIN = list(range(6, 11))  # dlib-68 jaw points around the chin
 NOSE_BASE = list(range(31, 36))
+LIPS = list(range(48, 60))  # outer lip contour
 
 
 def feather_mask(size: int, feather: float) -> np.ndarray:
@@ -38,22 +41,22 @@ def feather_mask(size: int, feather: float) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def lower_face_mask(landmarks: np.ndarray, size: int, margin: float = 0.06,
-                    drop: float = 0.12, feather: float = 0.06) -> np.ndarray:
-    """(size, size) weights of the lower face in crop pixels, from the 68 landmarks (crop coords).
-
-    The convex hull of the jaw (cheek to cheek) and the nose base, grown by ``margin`` and
-    extended down by ``drop`` (fractions of the face height, eyebrows to chin: the chin of an open
-    mouth sits lower than the portrait's), then blurred (Gaussian sigma ``feather`` x face height)
-    and kept zero at the crop's border.
+def lower_face_mask(landmarks: np.ndarray, size: int, margin: float = 0.05,
+                    drop: float = 0.10, feather: float = 0.05) -> np.ndarray:
+    """(size, size) weights of the moving lower face in crop pixels, from the 68 landmarks (crop
+    coords): the convex hull of the lips, the nose base and the chin (jaw points 6-10), the chin
+    extended down by ``drop`` (the chin of an open mouth sits lower than the portrait's), grown by
+    ``margin``; then blurred (Gaussian sigma ``feather``); all three are fractions of the face
+    height, brows to chin. Cheeks and jaw line stay the photograph's; the weights are zero at the
+    crop's border.
     """
     pts = np.asarray(landmarks, np.float64)
     face_h = max(1.0, pts[8, 1] - pts[17:27, 1].min())
-    region = pts[JAW_CHEEKS + NOSE_BASE]
-    lowered = region + np.array([0.0, drop * face_h])
-    hull = cv2.convexHull(np.round(np.concatenate([region, lowered]) * 4).astype(np.int32))
+    chin = pts[CHIN] + np.array([0.0, drop * face_h])
+    region = np.concatenate([pts[LIPS], pts[NOSE_BASE], pts[CHIN], chin])
+    hull = cv2.convexHull(np.round(region * 4).astype(np.int32))
     mask = np.zeros((size * 4, size * 4), np.uint8)
-    cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=0)
+    cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA)
     mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     grow = int(round(margin * face_h))
     if grow > 0:
@@ -87,28 +90,49 @@ def fit_colour(generated: np.ndarray, target: np.ndarray, weight: np.ndarray,
     return gain.astype(np.float32), offset.astype(np.float32)
 
 
-def apply_colour(frames: np.ndarray, gain: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """uint8 frames (..., 3) -> gain * frames + offset, rounded and clipped to uint8."""
-    return np.clip(frames.astype(np.float32) * gain + offset + 0.5, 0, 255).astype(np.uint8)
+class LowerFaceComposite:
+    """Crop-space change layers for the ``mouth`` region (see the module docstring).
 
+    ``rest`` (S, S, 3) uint8 is the network's rendering of the portrait at rest and ``crop`` the
+    portrait's own crop. For a rendered frame R the change layer is
+    ``C = mask * (w * (g R + o - crop) + (1 - w) * g (R - rest))`` with the colour fit (g, o) and
+    ``w = clip(blur(|g (R - rest)|) / change_scale, 0, 1)``; the output is ``picture + C``.
+    """
 
-def blend_crop(base: np.ndarray, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Crop-sized composite: ``base`` (S, S, 3) where mask is 0, ``frames`` (N, S, S, 3) where 1."""
-    m = mask[None, :, :, None]
-    out = base[None].astype(np.float32) * (1 - m) + frames.astype(np.float32) * m
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    def __init__(self, crop: np.ndarray, rest: np.ndarray, mask: np.ndarray,
+                 change_scale: float = 24.0, blur_sigma: float = 1.5):
+        self.crop = crop.astype(np.float32)
+        self.gain, self.offset = fit_colour(rest, crop, mask)
+        self.rest = rest.astype(np.float32)
+        self.mask = mask.astype(np.float32)[..., None]
+        self.change_scale = float(change_scale)
+        self.blur_sigma = float(blur_sigma)
+
+    def changes(self, frames: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 rendered frames -> (N, S, S, 3) float32 change layers."""
+        out = np.empty(frames.shape, np.float32)
+        for i, frame in enumerate(frames.astype(np.float32)):
+            delta = (frame - self.rest) * self.gain
+            size = cv2.GaussianBlur(np.abs(delta).mean(-1), (0, 0), self.blur_sigma)
+            w = np.clip(size / self.change_scale, 0.0, 1.0)[..., None]
+            direct = frame * self.gain + self.offset - self.crop
+            out[i] = self.mask * (w * direct + (1.0 - w) * delta)
+        return out
+
+    def on_crop(self, frames: np.ndarray) -> np.ndarray:
+        """Crop-sized output: the portrait's crop plus the change layers, uint8."""
+        return np.clip(self.crop[None] + self.changes(frames) + 0.5, 0, 255).astype(np.uint8)
 
 
 class PasteBack:
     """Put generated crops back into the portrait with the inverse of the crop transform.
 
-    ``mask`` is the crop-space weight of the generated pixels (default: the whole crop with a
-    feathered border). Only the portrait's region under the crop is warped and blended per
-    frame; the rest of the picture is copied.
+    ``__call__`` replaces the portrait under the crop by the generated crop (feathered border);
+    :meth:`add` adds change layers instead. Only the portrait's region under the crop is warped
+    and blended per frame; the rest of the picture is copied.
     """
 
-    def __init__(self, portrait: np.ndarray, matrix: np.ndarray, size: int, feather: float,
-                 mask: np.ndarray | None = None):
+    def __init__(self, portrait: np.ndarray, matrix: np.ndarray, size: int, feather: float):
         self.portrait = np.ascontiguousarray(portrait)
         h, w = portrait.shape[:2]
         inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
@@ -122,12 +146,24 @@ class PasteBack:
         roi_matrix[:, 2] += roi_matrix[:, :2] @ np.array([x0, y0], np.float64)
         self.matrix = roi_matrix
         self.dsize = (int(x1 - x0), int(y1 - y0))
-        crop_mask = feather_mask(size, feather) if mask is None else np.asarray(mask, np.float32)
-        warped = cv2.warpAffine(crop_mask, roi_matrix, self.dsize,
+        warped = cv2.warpAffine(feather_mask(size, feather), roi_matrix, self.dsize,
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         self.mask = warped[:, :, None]
         self.base = portrait[y0:y1, x0:x1].astype(np.float32) * (1.0 - self.mask)
+
+    def add(self, changes: np.ndarray) -> np.ndarray:
+        """Frames of the portrait plus crop-space change layers (N, S, S, 3) float32 (zero at
+        the crop's border), warped into place."""
+        x0, y0, x1, y1 = self.roi
+        out = np.repeat(self.portrait[None], len(changes), axis=0)
+        roi = self.portrait[y0:y1, x0:x1].astype(np.float32)
+        for i, change in enumerate(changes):
+            moved = cv2.warpAffine(change, self.matrix, self.dsize,
+                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            out[i, y0:y1, x0:x1] = np.clip(roi + moved + 0.5, 0, 255).astype(np.uint8)
+        return out
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = self.roi

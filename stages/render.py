@@ -24,7 +24,7 @@ from stages.images import read_rgb
 from stages.ingest import present, work_dir_of
 from stages.media import FfmpegWriter, MediaError
 from stages.model_runtime import load_runtime
-from stages.paste import PasteBack, apply_colour, blend_crop, crop_landmarks, fit_colour, lower_face_mask
+from stages.paste import LowerFaceComposite, PasteBack, crop_landmarks, lower_face_mask
 
 PASTE_REGIONS = ("auto", "face", "mouth")
 
@@ -75,15 +75,15 @@ class RenderStage(Stage):
         renderer = self.runtime.renderer
         state = renderer.source(crop)
         region = self.region(row)
-        mask = colour = None
+        gray = is_grayscale(crop)
+        mouth = None
         if region == "mouth":
             matrix = load_transform(row["face_transform"])[0]
             mask = lower_face_mask(crop_landmarks(load_landmarks(row["face_transform"]), matrix), size)
             with torch.inference_mode():
-                own = next(iter(renderer.render(state, state.alpha_lip, None, None)))[0]
-            colour = fit_colour(own, crop, mask)
-        paste = self._paste(row, size, mask) if self.cfg.output == "full" else None
-        gray = is_grayscale(crop)
+                rest = next(iter(renderer.render(state, state.alpha_lip, None, None)))
+            mouth = LowerFaceComposite(crop, to_gray(rest)[0] if gray else rest[0], mask)
+        paste = self._paste(row, size) if self.cfg.output == "full" else None
         height, width = (paste.portrait.shape[:2] if paste is not None else (size, size))
         path = work / "video.mp4"
         try:
@@ -91,12 +91,12 @@ class RenderStage(Stage):
                               preset=str(self.mux.preset)) as writer:
                 with torch.inference_mode():
                     for batch in renderer.render(state, *alphas):
-                        batch = apply_colour(batch, *colour) if colour is not None else batch
                         batch = to_gray(batch) if gray else batch
-                        if paste is not None:
+                        if mouth is not None:
+                            changes = mouth.changes(batch)
+                            batch = paste.add(changes) if paste is not None else mouth.on_crop(batch)
+                        elif paste is not None:
                             batch = paste(batch)
-                        elif mask is not None:
-                            batch = blend_crop(crop, batch, mask)
                         writer.write(batch)
         except MediaError as exc:
             raise ClipError(str(exc), error_type="EncodeFailed") from exc
@@ -113,7 +113,7 @@ class RenderStage(Stage):
                 and row.get("expression_source") in ("none", "portrait"))
         return "mouth" if held else "face"
 
-    def _paste(self, row: dict[str, Any], size: int, mask: np.ndarray | None) -> PasteBack:
+    def _paste(self, row: dict[str, Any], size: int) -> PasteBack:
         matrix, crop_size, (w, h) = load_transform(row["face_transform"])
         if crop_size != size:
             raise ClipError(f"the crop transform is for {crop_size} px, the model renders {size}",
@@ -123,4 +123,4 @@ class RenderStage(Stage):
         if portrait.shape[:2] != (h, w):
             raise ClipError(f"the portrait is {portrait.shape[1]}x{portrait.shape[0]} but was "
                             f"cropped at {w}x{h}; rerun face_crop", field="portrait")
-        return PasteBack(portrait, matrix, size, self.cfg.feather, mask)
+        return PasteBack(portrait, matrix, size, self.cfg.feather)
