@@ -204,3 +204,4 @@ class TrainConfig:
     colour_augment: bool = False  # random colour transform per item (fixtalk.train.colour)
     audio_noise_dbfs: float = 0.0  # < 0: a noise floor near this level under the training audio
     stickers: float = 0.0  # probability of moving picture patches per item (fixtalk.train.stickers)
+    relative_flow: bool = False  # renders subtract the source's self-flow (nets.decoder.self_flow_offsets)

@@ -33,7 +33,8 @@ from .nets.audio_features import mel_windows, samples_per_frame, speech_gate
 @dataclass
 class SourceState:
     """The encoded source: image (1, 3, S, S) in [-1, 1], code f^s_6, maps, motion code z^s, its
-    own bank weights (1, n) and, for FixTalk, its motion latent Q alpha_s (EDI's z_s)."""
+    own bank weights (1, n), for FixTalk its motion latent Q alpha_s (EDI's z_s), and with
+    relative flow the per-level self-flow subtracted from every driven flow."""
 
     image: torch.Tensor
     code: torch.Tensor
@@ -43,6 +44,7 @@ class SourceState:
     alpha_pose: torch.Tensor
     alpha_exp: torch.Tensor | None
     motion: torch.Tensor | None
+    flow_offsets: list[torch.Tensor] | None = None
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -52,10 +54,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 class ClipRenderer:
-    """Renders clips with one model. ``autocast``: None, "bf16" or "fp16" (fp16 needs CUDA)."""
+    """Renders clips with one model. ``autocast``: None, "bf16" or "fp16" (fp16 needs CUDA).
+    ``relative_flow``: subtract the source's self-flow from every flow
+    (:func:`fixtalk.nets.decoder.self_flow_offsets`); False renders EDTalk's decoder exactly."""
 
     def __init__(self, model: FixTalk, device: str | torch.device = "cpu", batch_size: int = 8,
-                 autocast: str | None = None):
+                 autocast: str | None = None, relative_flow: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if autocast not in (None, "bf16", "fp16"):
@@ -68,6 +72,7 @@ class ClipRenderer:
         self.batch_size = batch_size
         self.autocast = autocast
         self.size = model.cfg.size
+        self.relative_flow = relative_flow
 
     # ------------------------------------------------------------------ helpers
     def _ctx(self):
@@ -132,7 +137,10 @@ class ClipRenderer:
             z = m.motion_code((code, feats))
             a_lip, a_pose, a_exp = m.bank_weights(z)
             motion = m.motion_latents(a_lip, a_pose, a_exp)[0] if m.edi is not None else None
-        return SourceState(img, code, list(feats), z, a_lip, a_pose, a_exp, motion)
+            offsets = None
+            if self.relative_flow:
+                offsets = m.self_flow(code, list(feats), a_lip, a_pose, a_exp, source_motion=motion)
+        return SourceState(img, code, list(feats), z, a_lip, a_pose, a_exp, motion, offsets)
 
     @torch.no_grad()
     def lip_weights(self, wave_16k: np.ndarray, chunk: int = 256, smoothing_sigma: float | None = None,
@@ -211,7 +219,8 @@ class ClipRenderer:
                 motion, e = m.motion_latents(lip[sl], pose[sl], None if exp is None else exp[sl])
                 if m.edi is not None:
                     fb[edi_k] = m.edi(fb[edi_k], motion, state.motion.expand(b, -1)).feature
-                yield m.dec(state.code.expand(b, -1) + motion, fb, e, premodulated=premod).float()
+                yield m.dec(state.code.expand(b, -1) + motion, fb, e, premodulated=premod,
+                            flow_offsets=state.flow_offsets).float()
 
     def render(self, state: SourceState, alpha_lip, alpha_pose=None, alpha_exp=None
                ) -> Iterator[np.ndarray]:
@@ -235,7 +244,7 @@ class ClipRenderer:
                 a_exp = None if exp is None else exp[i:i + 1]
                 with self._ctx():
                     img = m.decode(src.code, src.feats, lip[i:i + 1], pose[i:i + 1], a_exp,
-                                   source_motion=src.motion)
+                                   source_motion=src.motion, flow_offsets=src.flow_offsets)
                 yield img.float()
         finally:
             m.dec.set_reference_cost(False)

@@ -28,7 +28,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .nets.audio2lip import Audio2Lip
-from .nets.decoder import DecoderLevels, Synthesis
+from .nets.decoder import DecoderLevels, Synthesis, self_flow_offsets
 from .nets.encoder import Encoder
 from .nets.motion_bases import BasisCache, Direction, combine, head, shared_fc
 
@@ -199,11 +199,13 @@ class FixTalk(nn.Module):
 
     def decode(self, source_code, source_feats, alpha_lip, alpha_pose, alpha_exp=None, *,
                source_motion=None, driver_feats=None, levels: DecoderLevels | None = None,
-               return_aux: bool = False):
+               return_aux: bool = False, flow_offsets=None, still: bool = False):
         """G(f^s_6 + Q alpha, feats, e) -> image (B, 3, S, S), raw (no tanh/clamp).
 
         FixTalk: EDI replaces the source map at ``edi.level``; it needs ``source_motion`` (see
-        :meth:`source_motion`) and, in training, the driver's maps ``driver_feats`` (f^d)."""
+        :meth:`source_motion`) and, in training, the driver's maps ``driver_feats`` (f^d).
+        ``flow_offsets``: relative flow (:meth:`self_flow`), None for the plain decoder;
+        ``still``: identity warps at every level (the self pass of :meth:`self_flow`)."""
         motion, e = self.motion_latents(alpha_lip, alpha_pose, alpha_exp)
         latent = source_code + motion
         feats = list(source_feats)
@@ -215,25 +217,42 @@ class FixTalk(nn.Module):
             f_d = driver_feats[i] if driver_feats is not None else None
             edi_out = self.edi(feats[i], motion, source_motion, f_d)
             feats[i] = edi_out.feature
-        image = self.dec(latent, feats, e, levels)
+        image = self.dec(latent, feats, e, levels, flow_offsets=flow_offsets, still=still)
         if return_aux:
             return image, {"motion": motion, "target_latent": latent, "exp_latent": e,
                            "edi": edi_out}
         return image
 
+    def self_flow(self, source_code, source_feats, alpha_lip, alpha_pose, alpha_exp=None, *,
+                  source_motion=None, grad: bool = False) -> list[torch.Tensor]:
+        """Per-level flow displacements of the source decoded with its own bank weights alpha_s
+        (:func:`fixtalk.nets.decoder.self_flow_offsets`), the ``flow_offsets`` of relative flow.
+        ``grad``: keep the graph (training with relative flow); the source is its own driver."""
+        levels = DecoderLevels()
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            self.decode(source_code, source_feats, alpha_lip, alpha_pose, alpha_exp,
+                        source_motion=source_motion, levels=levels, still=True,
+                        driver_feats=list(source_feats) if self.training else None)
+        return self_flow_offsets(levels, detach=not grad)
+
     # ---------------------------------------------------------------- training forward
     def forward(self, source: torch.Tensor, driver: torch.Tensor,
-                levels: DecoderLevels | None = None) -> GeneratorOutput:
+                levels: DecoderLevels | None = None, relative_flow: bool = False) -> GeneratorOutput:
         """Self-reconstruction: render ``source`` with all motion (lip, pose, exp) of ``driver``
-        (``levels`` collects the decoder's per-level intermediates when given)."""
+        (``levels`` collects the decoder's per-level intermediates when given; ``relative_flow``
+        subtracts the source's self-flow, with gradient, see :meth:`self_flow`)."""
         enc_s, enc_d = self.encode(source), self.encode(driver)
         z_s, z_d = self.motion_code(enc_s), self.motion_code(enc_d)
         a_lip, a_pose, a_exp = self.bank_weights(z_d)
         src_motion = self.source_motion(z_s) if self.edi is not None else None
+        offsets = None
+        if relative_flow:
+            offsets = self.self_flow(enc_s[0], enc_s[1], *self.bank_weights(z_s),
+                                     source_motion=src_motion, grad=True)
         image, aux = self.decode(enc_s[0], enc_s[1], a_lip, a_pose, a_exp,
                                  source_motion=src_motion,
                                  driver_feats=enc_d[1] if self.training else None,
-                                 levels=levels, return_aux=True)
+                                 levels=levels, return_aux=True, flow_offsets=offsets)
         return GeneratorOutput(image=image, source_code=enc_s[0], alpha_lip=a_lip,
                                alpha_pose=a_pose, alpha_exp=a_exp, z_s=z_s, z_d=z_d,
                                motion=aux["motion"], edi=aux["edi"],

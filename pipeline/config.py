@@ -85,6 +85,9 @@ class RenderConfig:
     output: str = "full"  # crop | full (paste back into the portrait)
     paste_region: str = "auto"  # auto | face | mouth (stages/paste.py)
     feather: float = 0.12
+    # subtract the portrait's self-flow from every flow (fixtalk.nets.decoder.self_flow_offsets):
+    # the network moves the face without pulling it toward its training faces' geometry
+    relative_flow: bool = True
 
 
 @dataclass

@@ -64,5 +64,6 @@ def load_runtime(config: PipelineConfig, batch_size: int | None = None) -> Runti
     device = resolve_device(m.device)
     model, ident = _load(m.checkpoint, m.audio2lip, m.emotions_dir, device)
     renderer = ClipRenderer(model, device=device, batch_size=int(batch_size or config.render.batch_size),
-                            autocast=m.autocast if device.startswith("cuda") else None)
+                            autocast=m.autocast if device.startswith("cuda") else None,
+                            relative_flow=config.render.relative_flow)
     return Runtime(model=model, renderer=renderer, device=device, checkpoint_id=ident)

@@ -193,3 +193,34 @@ def test_bad_driving_inputs(models):
         ClipRenderer(models["edtalk"], autocast="fp16")
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         ClipRenderer(models["edtalk"], batch_size=0)
+
+
+@pytest.mark.parametrize("variant", ["edtalk", "fixtalk"])
+def test_relative_flow_holds_the_source_still_with_its_own_weights(models, variant):
+    """render.relative_flow: the portrait driven by its own weights is the identity-warp ('still')
+    pass exactly, where the plain decoder moves it by its self-flow; zero offsets are the plain
+    decoder; the fast path equals the per-frame path with the correction too."""
+    model = models[variant]
+    plain, rel = ClipRenderer(model, batch_size=4), ClipRenderer(model, batch_size=4, relative_flow=True)
+    img = smooth_image(32, seed=11)
+    s_plain, s_rel = plain.source(img), rel.source(img)
+    assert s_plain.flow_offsets is None and len(s_rel.flow_offsets) == len(model.dec.levels)
+    assert max(float(o.abs().max()) for o in s_rel.flow_offsets) > 1e-3  # a real self-flow to remove
+    with torch.no_grad():
+        still = model.decode(s_rel.code, s_rel.feats, s_rel.alpha_lip, s_rel.alpha_pose, s_rel.alpha_exp,
+                             source_motion=s_rel.motion, still=True)
+        zero = [torch.zeros_like(o) for o in s_rel.flow_offsets]
+        plain_ref = model.decode(s_rel.code, s_rel.feats, s_rel.alpha_lip, s_rel.alpha_pose, s_rel.alpha_exp,
+                                 source_motion=s_rel.motion)
+        zero_off = model.decode(s_rel.code, s_rel.feats, s_rel.alpha_lip, s_rel.alpha_pose, s_rel.alpha_exp,
+                                source_motion=s_rel.motion, flow_offsets=zero)
+    assert torch.equal(plain_ref, zero_off)
+    own_rel = torch.cat(list(rel.render_float(s_rel, s_rel.alpha_lip)))
+    own_plain = torch.cat(list(plain.render_float(s_plain, s_plain.alpha_lip)))
+    assert (own_rel - still).abs().max().item() <= 1e-5
+    assert (own_plain - still).abs().max().item() > 1e-3
+    lip, pose, exp = driving(model, s_rel)
+    fast = torch.cat(list(rel.render_float(s_rel, lip, pose, exp)))
+    ref = torch.cat(list(rel.render_reference_float(s_rel, lip, pose, exp)))
+    assert (fast - ref).abs().max().item() <= TOL
+    assert (fast - torch.cat(list(plain.render_float(s_plain, lip, pose, exp)))).abs().max().item() > 1e-3

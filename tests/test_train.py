@@ -58,7 +58,8 @@ def _trainer(data_root: Path, out: Path, cfg: TrainConfig):
     return Trainer(cfg, data_root, out, log=lambda s: None)
 
 
-def _overfit(trainer, st: StageConfig, steps: int) -> tuple[list[float], list[str], dict, dict]:
+def _overfit(trainer, st: StageConfig, steps: int, relative_flow: bool = False
+             ) -> tuple[list[float], list[str], dict, dict]:
     """Train one stage on ONE fixed batch exactly as the trainer does; losses per step, the loss
     term names and the parameters before/after."""
     from fixtalk.train.stage_steps import STAGE_FUNCTIONS, StepContext, set_stage_mode
@@ -67,7 +68,7 @@ def _overfit(trainer, st: StageConfig, steps: int) -> tuple[list[float], list[st
     set_stage_mode(model, st.name)
     opt, _ = trainer._optimizers(st)
     batch = next(trainer._loader(st))
-    ctx = StepContext(model=model, perceptual=trainer.perceptual)
+    ctx = StepContext(model=model, perceptual=trainer.perceptual, relative_flow=relative_flow)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     losses = []
     for _ in range(steps):
@@ -441,3 +442,28 @@ def test_reshape_gives_the_portrait_a_new_face_geometry_that_its_pixels_show():
         assert to_new[big].mean() < 0.6 * to_old[big].mean(), (seed, to_new[big].mean(), to_old[big].mean())
         moved_most.append(new)
     assert np.linalg.norm(moved_most[0] - moved_most[1], axis=1).mean() > 1.0
+
+
+def test_relative_flow_training_learns_motion_not_the_self_flow(data_root, tmp_path):
+    """relative_flow: renders subtract the source's self-flow with gradient; base still learns,
+    the self pass gets gradient (it is part of the render), and a flow term is refused."""
+    st = StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0)
+    trainer = _trainer(data_root, tmp_path / "rel", _config([st], relative_flow=True))
+    from fixtalk.train.stage_steps import STAGE_FUNCTIONS, StepContext, set_stage_mode
+
+    set_stage_mode(trainer.model, "base")
+    batch = next(trainer._loader(st))
+    grads = {}
+    for rel in (False, True):
+        trainer.model.zero_grad(set_to_none=True)
+        ctx = StepContext(model=trainer.model, perceptual=trainer.perceptual, relative_flow=rel)
+        sum(STAGE_FUNCTIONS["base"](ctx, batch, st)[0].values()).backward()
+        grads[rel] = trainer.model.dec.to_flows[-1].conv.weight.grad.clone()
+    assert not torch.allclose(grads[False], grads[True])  # the self pass is in the graph
+    trainer.model.zero_grad(set_to_none=True)
+    losses, _, _, _ = _overfit(trainer, st, steps=8, relative_flow=True)
+    assert losses[-1] < 0.9 * losses[0], losses
+    bad = _trainer(data_root, tmp_path / "bad", _config([StageConfig(name="base", flow=1.0)], relative_flow=True))
+    with pytest.raises(ValueError, match="relative_flow"):
+        bad.run_stage(bad.cfg.stages[0])
+

@@ -72,13 +72,21 @@ class ToFlow(nn.Module):
         self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, feat: torch.Tensor,
-                skip: torch.Tensor | None = None):
-        """Returns (warped source map, next decoder feature, flow logits)."""
+                skip: torch.Tensor | None = None, offset: torch.Tensor | None = None,
+                still: bool = False):
+        """Returns (warped source map, next decoder feature, flow logits). ``offset`` (1|B, h, w, 2)
+        is subtracted from the flow displacement; ``still`` warps with the identity grid (the
+        logits are returned unchanged in both cases)."""
         logits = self.conv(x, style) + self.bias
         if skip is not None:
             logits = logits + self.upsample(skip)
         b, _, h, w = x.shape
-        flow = torch.tanh(logits[:, 0:2]).permute(0, 2, 3, 1) + identity_grid(h, x.device, x.dtype)
+        disp = torch.tanh(logits[:, 0:2]).permute(0, 2, 3, 1)
+        if still:
+            disp = torch.zeros_like(disp)
+        elif offset is not None:
+            disp = disp - offset.to(disp.dtype)
+        flow = disp + identity_grid(h, x.device, x.dtype)
         mask = torch.sigmoid(logits[:, 2:3])
         warped = F.grid_sample(feat, flow, mode="bilinear", padding_mode="zeros",
                                align_corners=False) * mask
@@ -133,11 +141,16 @@ class Synthesis(nn.Module):
 
     def forward(self, latent: torch.Tensor, feats: list[torch.Tensor],
                 exp_latent: torch.Tensor | None = None, levels: DecoderLevels | None = None,
-                premodulated: frozenset[int] = frozenset()) -> torch.Tensor:
+                premodulated: frozenset[int] = frozenset(),
+                flow_offsets: Sequence[torch.Tensor] | None = None, still: bool = False) -> torch.Tensor:
         """latent (B, D) target latent; feats: source maps coarse to fine (8..S); exp_latent (B, D)
         EEM condition or None. ``premodulated``: level indices whose maps already went through
-        EEM (the fast renderer runs EEM once for a constant expression). Fills ``levels`` with
-        intermediates when given."""
+        EEM (the fast renderer runs EEM once for a constant expression). ``flow_offsets``: one
+        (1|B, r, r, 2) displacement per level subtracted from the flow (None: EDTalk's decoder
+        exactly); ``still``: every level warps with the identity grid (the self pass of relative
+        flow). Fills ``levels`` with intermediates when given."""
+        if flow_offsets is not None and len(flow_offsets) != len(self.levels):
+            raise ValueError(f"flow_offsets: expected {len(self.levels)} levels, got {len(flow_offsets)}")
         if len(feats) != len(self.levels):
             raise ValueError(f"decoder expects {len(self.levels)} source maps "
                              f"({self.levels}), got {len(feats)}")
@@ -150,10 +163,26 @@ class Synthesis(nn.Module):
             out = self.convs[2 * k + 1](out, style)
             if self.with_eem and k not in premodulated:
                 feat = self.fineadainresblock[k](feat, exp_latent)
-            warped, out, skip_flow = self.to_flows[k](out, style, feat, skip_flow)
+            offset = None if flow_offsets is None else flow_offsets[k]
+            warped, out, skip_flow = self.to_flows[k](out, style, feat, skip_flow, offset, still)
             skip_rgb = self.to_rgbs[k](warped, skip_rgb)
             if levels is not None:
                 levels.eem_out.append(feat)
                 levels.flow_logits.append(skip_flow)
                 levels.rgb.append(skip_rgb)
         return skip_rgb
+
+
+def self_flow_offsets(levels: DecoderLevels, detach: bool = True) -> list[torch.Tensor]:
+    """Per-level flow displacements tanh(c[:, :2]) (B, r, r, 2) of a decoder pass (detached unless
+    ``detach`` is False: training with relative flow learns f_d - f_s end to end).
+
+    Relative flow (this project's choice, not in LIA/EDTalk/FixTalk): decode the source with its
+    *own* bank weights alpha_s and ``still=True``; a perfect G would ask for the identity warp,
+    but a model trained on few faces warps an unseen face toward the geometry it learnt (identity
+    leakage of the training faces into the flow). Subtracting these self-flows level by level
+    from every driven flow keeps the motion (f_d - f_s) and drops the bias (first order in the
+    flow, which stays a few pixels). Because the self pass warps with the identity at every level,
+    rendering the source with its own weights reproduces that pass exactly: zero flow, the copy."""
+    return [torch.tanh(c[:, 0:2].detach() if detach else c[:, 0:2]).permute(0, 2, 3, 1)
+            for c in levels.flow_logits]

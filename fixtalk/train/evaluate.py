@@ -1,7 +1,9 @@
 """Held-out evaluation of a trained model (``make eval-default``).
 
-    python -m fixtalk.train.evaluate --checkpoint PATH --data DATA [--json OUT] [--device cpu]
+    python -m fixtalk.train.evaluate --checkpoint PATH --data DATA [--json OUT] [--device cpu] [--plain-flow]
 
+Frames are rendered as the pipeline renders them by default, with relative flow
+(``render.relative_flow``; ``--plain-flow`` measures the network's own decoder instead).
 Uses only the clips of split ``eval`` under DATA (the synthetic set holds out the Grace Hopper
 portrait, two sentences, one espeak-ng voice and one LibriVox recording; see synthetic.py). The
 source image of a clip is its first frame. Four groups of figures, each line pass/fail:
@@ -155,9 +157,10 @@ def eval_reconstruction(renderer, clips: list[Clip], max_frames: int) -> tuple[d
     return fig, renders
 
 
-def eval_flow(model, clips: list[Clip], max_frames: int) -> dict:
-    """(a) diagnosis: PSNR of the source warped by the model's finest flow and by the landmark warp
-    (the ceiling), and their mean distance [px]; all over the frames of eval_reconstruction."""
+def eval_flow(renderer, clips: list[Clip], max_frames: int) -> dict:
+    """(a) diagnosis: PSNR of the source warped by the model's finest flow (as the renderer warps,
+    relative flow included) and by the landmark warp (the ceiling), and their mean distance [px];
+    all over the frames of eval_reconstruction."""
     import torch
     import torch.nn.functional as F
 
@@ -171,20 +174,27 @@ def eval_flow(model, clips: list[Clip], max_frames: int) -> dict:
         return 10 * np.log10(4.0 / float(((a - b) ** 2).mean((1, 2, 3)).clamp(min=1e-10).mean()))
 
     rows = {"psnr_own_flow": [], "psnr_landmark_warp": [], "flow_error_px": []}
+    model, device = renderer.model, renderer.device
     size = model.cfg.size
-    device = next(model.parameters()).device
     for clip in clips:
         n = clip.num_frames
         idx = np.unique(np.linspace(1, n - 1, min(max_frames, n - 1)).round().astype(int))
-        src = as_t(clip.frames[:1]).expand(len(idx), -1, -1, -1).to(device)
-        drv = as_t(clip.frames[idx]).to(device)
+        state = renderer.source(np.array(clip.frames[0]))
+        w = renderer.motion_weights(np.array(clip.frames[idx]))
+        b = len(idx)
         levels = DecoderLevels()
         with torch.no_grad():
-            model(src, drv, levels=levels)
-        logits = levels.flow_logits[-1].float()
-        own = torch.tanh(logits[:, :2]).permute(0, 2, 3, 1) + identity_grid(size, device, logits.dtype)
+            model.decode(state.code.expand(b, -1), [f.expand(b, -1, -1, -1) for f in state.feats],
+                         w["lip"], w["pose"], w["exp"], levels=levels, flow_offsets=state.flow_offsets,
+                         source_motion=None if state.motion is None else state.motion.expand(b, -1))
+        disp = torch.tanh(levels.flow_logits[-1][:, :2].float()).permute(0, 2, 3, 1)
+        if state.flow_offsets is not None:
+            disp = disp - state.flow_offsets[-1].float()
+        own = disp + identity_grid(size, device, disp.dtype)
         target = torch.stack([torch.from_numpy(warp_target(clip.landmarks[0], clip.landmarks[i], size)[0])
                               for i in idx]).permute(0, 2, 3, 1).to(device)
+        src = as_t(clip.frames[:1]).expand(b, -1, -1, -1).to(device)
+        drv = as_t(clip.frames[idx]).to(device)
         for name, grid in (("psnr_own_flow", own), ("psnr_landmark_warp", target)):
             rows[name].append(psnr(F.grid_sample(src, grid, align_corners=False, padding_mode="border"), drv))
         rows["flow_error_px"].append(float((own - target).norm(dim=-1).mean()) * size / 2)
@@ -293,8 +303,9 @@ def eval_pose(renderer, clips: list[Clip], stride: int) -> dict:
 
 # ---------------------------------------------------------------------------------- driver
 def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_clips: int = 5,
-             recon_frames: int = 16, stride: int = 2, log=print) -> dict:
-    """Run (a)-(d) on the held-out clips; returns {"figures", "checks", "passed", ...}."""
+             recon_frames: int = 16, stride: int = 2, log=print, relative_flow: bool = True) -> dict:
+    """Run (a)-(d) on the held-out clips; returns {"figures", "checks", "passed", ...}.
+    ``relative_flow``: render as the pipeline does by default (``render.relative_flow``)."""
     import torch
 
     from fixtalk.checkpoints import load_model
@@ -310,12 +321,12 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
         raise ValueError(f"held-out frames are {clips[0].frames.shape[1]} px but the model renders "
                          f"{model.cfg.size} px; build the data at --size {model.cfg.size}")
     torch.manual_seed(0)
-    renderer = ClipRenderer(model, device=device, batch_size=16)
+    renderer = ClipRenderer(model, device=device, batch_size=16, relative_flow=relative_flow)
     t0 = time.monotonic()
     figs: dict[str, dict] = {}
     log(f"[eval] {len(clips)} held-out clips ({', '.join(sorted({c.meta.get('identity', '?') for c in clips}))})")
     figs["reconstruction"], recon = eval_reconstruction(renderer, clips, recon_frames)
-    figs["reconstruction"].update(eval_flow(model, clips, recon_frames))
+    figs["reconstruction"].update(eval_flow(renderer, clips, recon_frames))
     log(f"[eval] (a) done in {time.monotonic() - t0:.0f} s")
     figs["lipsync"], speech = eval_lipsync(renderer, clips, stride)
     figs["lipsync_raw"], _ = eval_lipsync(renderer, clips, stride, gate=None)
@@ -326,7 +337,7 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
     figs["pose"] = eval_pose(renderer, clips, stride)
     log(f"[eval] (d) done in {time.monotonic() - t0:.0f} s")
     checks = make_checks(figs)
-    return {"checkpoint": str(checkpoint or "default"), "data": str(data),
+    return {"checkpoint": str(checkpoint or "default"), "data": str(data), "relative_flow": relative_flow,
             "clips": [p.name for p in paths], "seconds": round(time.monotonic() - t0, 1),
             "figures": figs, "checks": [asdict(c) for c in checks],
             "passed": all(c.passed is not False for c in checks)}
@@ -383,10 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-clips", type=int, default=5)
     ap.add_argument("--recon-frames", type=int, default=16, help="target frames per clip for (a)")
     ap.add_argument("--stride", type=int, default=2, help="measure every N-th frame in (b) and (d)")
+    ap.add_argument("--plain-flow", action="store_true",
+                    help="render without relative flow (render.relative_flow=false; EDTalk's decoder)")
     args = ap.parse_args(argv)
     try:
         report = evaluate(args.checkpoint, args.data, args.device, args.max_clips, args.recon_frames,
-                          args.stride, log=lambda s: print(s, file=sys.stderr))
+                          args.stride, log=lambda s: print(s, file=sys.stderr),
+                          relative_flow=not args.plain_flow)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from fixtalk.train.warp_targets import copy_loss, warp_loss
 class StepContext:
     model: torch.nn.Module
     perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    relative_flow: bool = False  # TrainConfig.relative_flow: every render subtracts its self-flow
 
 
 def image_terms(ctx: StepContext, fake: torch.Tensor, real: torch.Tensor, st: StageConfig,
@@ -72,8 +73,17 @@ def _levels(st: StageConfig) -> DecoderLevels | None:
     return DecoderLevels() if wants_warp(st) else None
 
 
-def _render(model, source, driver, alpha=None, source_enc=None, driver_enc=None, levels=None):
+def _offsets(ctx: StepContext, enc_s, z_s, src_motion):
+    """Relative flow's per-level self-flow of the source (with gradient), or None."""
+    if not ctx.relative_flow:
+        return None
+    return ctx.model.self_flow(enc_s[0], enc_s[1], *ctx.model.bank_weights(z_s),
+                               source_motion=src_motion, grad=True)
+
+
+def _render(ctx: StepContext, source, driver, alpha=None, source_enc=None, driver_enc=None, levels=None):
     """Render ``source`` with the motion of ``driver`` (or given alphas); returns image, alphas, aux."""
+    model = ctx.model
     enc_s = model.encode(source) if source_enc is None else source_enc
     enc_d = model.encode(driver) if driver_enc is None else driver_enc
     z_s, z_d = model.motion_code(enc_s), model.motion_code(enc_d)
@@ -81,7 +91,7 @@ def _render(model, source, driver, alpha=None, source_enc=None, driver_enc=None,
     src_motion = model.source_motion(z_s) if model.edi is not None else None
     image, aux = model.decode(enc_s[0], enc_s[1], a_lip, a_pose, a_exp, source_motion=src_motion,
                               driver_feats=enc_d[1] if model.training else None, levels=levels,
-                              return_aux=True)
+                              return_aux=True, flow_offsets=_offsets(ctx, enc_s, z_s, src_motion))
     return image, (a_lip, a_pose, a_exp), {"z_s": z_s, "z_d": z_d, **aux}
 
 
@@ -101,7 +111,7 @@ def track_term(alpha_lip: torch.Tensor, batch: dict, st: StageConfig) -> dict[st
 def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
     src, drv = batch["source"], batch["driving"][:, 0]
     levels = _levels(st)
-    out = ctx.model(src, drv, levels=levels)
+    out = ctx.model(src, drv, levels=levels, relative_flow=ctx.relative_flow)
     terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
     terms.update(track_term(out.alpha_lip, batch, st))
     terms.update(warp_terms(ctx.model, levels, batch, st))
@@ -117,11 +127,11 @@ def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
         a_with_b_mouth = mouth_swap(drv_b, lm_b, drv, lm)
     enc_s, enc_d = model.encode(src), model.encode(drv)
     levels = _levels(st)
-    self_img, (l_s, p_s, e_s), _ = _render(model, src, drv, source_enc=enc_s, driver_enc=enc_d,
+    self_img, (l_s, p_s, e_s), _ = _render(ctx, src, drv, source_enc=enc_s, driver_enc=enc_d,
                                            levels=levels)
     lip_w = model.bank_weights(model.motion_code(model.encode(b_with_a_mouth)))[0]
     _, pose_w, exp_w = model.bank_weights(model.motion_code(model.encode(a_with_b_mouth)))
-    cross_img, _, _ = _render(model, src, drv, alpha=(lip_w, pose_w, e_s), source_enc=enc_s, driver_enc=enc_d)
+    cross_img, _, _ = _render(ctx, src, drv, alpha=(lip_w, pose_w, e_s), source_enc=enc_s, driver_enc=enc_d)
     terms = image_terms(ctx, self_img, drv, st, "self_", landmarks=lm)
     terms.update(warp_terms(ctx.model, levels, batch, st))
     terms.update(image_terms(ctx, cross_img, drv, st, "cross_", landmarks=lm))
@@ -141,7 +151,7 @@ def exp_losses(ctx: StepContext, batch: dict, st: StageConfig):
         z_d = model.motion_code(enc_d)
         a_lip, a_pose, _ = model.bank_weights(z_d)
     a_exp = model.bank_weights(z_d)[2]  # ELN learns what lip and pose leave unexplained
-    image, _, _ = _render(model, src, drv, alpha=(a_lip, a_pose, a_exp), driver_enc=enc_d)
+    image, _, _ = _render(ctx, src, drv, alpha=(a_lip, a_pose, a_exp), driver_enc=enc_d)
     return image_terms(ctx, image, drv, st, landmarks=batch["landmarks"][:, 0]), [image]
 
 
@@ -149,7 +159,7 @@ def fixtalk_losses(ctx: StepContext, batch: dict, st: StageConfig):
     model = ctx.model
     src, drv = batch["source"], batch["driving"][:, 0]
     levels = _levels(st)
-    out = model(src, drv, levels=levels)
+    out = model(src, drv, levels=levels, relative_flow=ctx.relative_flow)
     terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
     terms.update(track_term(out.alpha_lip, batch, st))
     terms.update(warp_terms(ctx.model, levels, batch, st))
@@ -186,7 +196,7 @@ def audio2lip_losses(ctx: StepContext, batch: dict, st: StageConfig, with_image:
         src_motion = model.source_motion(z_s) if model.edi is not None else None
         a_exp_k = a_exp.reshape(b, t, -1)[:, k] if a_exp is not None else None
         image = model.decode(enc_s[0], enc_s[1], pred[:, k], a_pose.reshape(b, t, -1)[:, k], a_exp_k,
-                             source_motion=src_motion)
+                             source_motion=src_motion, flow_offsets=_offsets(ctx, enc_s, z_s, src_motion))
         for name, v in image_terms(ctx, image, drv[:, k], st, "img_",
                                        landmarks=batch["landmarks"][:, k]).items():
             terms[name] = st.image * v

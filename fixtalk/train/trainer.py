@@ -197,9 +197,13 @@ class Trainer:
     def run_stage(self, st: StageConfig) -> None:
         if st.name not in STAGE_FUNCTIONS:
             raise ValueError(f"unknown training stage {st.name!r}; choose from {sorted(STAGE_FUNCTIONS)}")
+        if self.cfg.relative_flow and st.flow:
+            raise ValueError(f"stage {st.name!r}: the flow term supervises absolute flows, which "
+                             "relative_flow leaves free; set flow: 0 or relative_flow: false")
         set_stage_mode(self.model, st.name)  # frozen parts keep inference behaviour
         opt, d_opt = self._optimizers(st)
-        ctx = StepContext(model=self.model, perceptual=self.perceptual)
+        ctx = StepContext(model=self.model, perceptual=self.perceptual,
+                          relative_flow=self.cfg.relative_flow)
         batches = self._loader(st)
         for _ in range(self.stage_step):  # replay the sampler to the position of a resumed run
             next(batches)
