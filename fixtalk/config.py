@@ -166,6 +166,7 @@ class StageConfig:
     mask_mouth: float = 0.0  # synthetic data: the two finest levels' mask 0 inside the open mouth
     copy: float = 0.0  # synthetic data: the finest level alone reproduces the driver outside the mouth
     flow_lr_mult: float = 1.0  # learning-rate factor of the decoder's flow/mask heads (dec.to_flows)
+    still_flow: float = 0.0  # with relative_flow: mean |self-flow| of every level (keeps it a small bias)
     gan: float = 0.0
     gan_start: int = 0  # stage step from which the GAN terms are on
     r1: float = 10.0  # R1 penalty gamma on real images (StyleGAN2), applied lazily every r1_every D steps

@@ -256,7 +256,8 @@ class FixTalk(nn.Module):
         return GeneratorOutput(image=image, source_code=enc_s[0], alpha_lip=a_lip,
                                alpha_pose=a_pose, alpha_exp=a_exp, z_s=z_s, z_d=z_d,
                                motion=aux["motion"], edi=aux["edi"],
-                               extras={"source_motion": src_motion, "exp_latent": aux["exp_latent"]})
+                               extras={"source_motion": src_motion, "exp_latent": aux["exp_latent"],
+                                       "self_flow": offsets})
 
     def train(self, mode: bool = True):
         self._basis.clear()

@@ -445,9 +445,10 @@ def test_reshape_gives_the_portrait_a_new_face_geometry_that_its_pixels_show():
 
 
 def test_relative_flow_training_learns_motion_not_the_self_flow(data_root, tmp_path):
-    """relative_flow: renders subtract the source's self-flow with gradient; base still learns,
-    the self pass gets gradient (it is part of the render), and a flow term is refused."""
-    st = StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0)
+    """relative_flow: renders subtract the source's self-flow with gradient; base still learns
+    (with the still_flow term), the self pass gets gradient (it is part of the render), and a
+    flow term is refused."""
+    st = StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0, still_flow=1.0)
     trainer = _trainer(data_root, tmp_path / "rel", _config([st], relative_flow=True))
     from fixtalk.train.stage_steps import STAGE_FUNCTIONS, StepContext, set_stage_mode
 
@@ -461,8 +462,9 @@ def test_relative_flow_training_learns_motion_not_the_self_flow(data_root, tmp_p
         grads[rel] = trainer.model.dec.to_flows[-1].conv.weight.grad.clone()
     assert not torch.allclose(grads[False], grads[True])  # the self pass is in the graph
     trainer.model.zero_grad(set_to_none=True)
-    losses, _, _, _ = _overfit(trainer, st, steps=8, relative_flow=True)
+    losses, terms, _, _ = _overfit(trainer, st, steps=8, relative_flow=True)
     assert losses[-1] < 0.9 * losses[0], losses
+    assert "still_flow" in terms  # the self-flow is kept a small bias
     bad = _trainer(data_root, tmp_path / "bad", _config([StageConfig(name="base", flow=1.0)], relative_flow=True))
     with pytest.raises(ValueError, match="relative_flow"):
         bad.run_stage(bad.cfg.stages[0])

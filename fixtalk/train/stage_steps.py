@@ -115,7 +115,16 @@ def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
     terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
     terms.update(track_term(out.alpha_lip, batch, st))
     terms.update(warp_terms(ctx.model, levels, batch, st))
+    terms.update(still_flow_term(out.extras.get("self_flow"), st))
     return terms, [out.image]
+
+
+def still_flow_term(self_flow: list[torch.Tensor] | None, st: StageConfig) -> dict[str, torch.Tensor]:
+    """*Choice* with relative flow: the subtraction f_d - f_s is first order, so the self-flow f_s
+    must stay a small bias; mean |f_s| over every level (grid units) keeps it small."""
+    if not st.still_flow or not self_flow:
+        return {}
+    return {"still_flow": st.still_flow * torch.stack([f.abs().mean() for f in self_flow]).mean()}
 
 
 def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
