@@ -6,6 +6,9 @@ For one rendered clip ``OUT/clips/<clip_id>.mp4`` this stage
   reports CSIM (cosine similarity) mean / min / 10th percentile / slope per second (drift), with
   the embedder's name (:mod:`stages.identity`);
 * counts faces in the sampled frames (``face_presence`` = share with exactly one face);
+* measures faces upright: frames of a sideways or upside-down portrait (``output: full``) and the
+  portrait itself are turned by the face crop's quarter turns first
+  (:func:`stages.face_crop.upright_quarter_turns`), as the detector finds upright faces only;
 * tracks the mouth opening on every frame (landmarks in the last detected box between sampled
   frames) against the audio envelope of the clip's own audio track (:mod:`stages.lipsync`), and
   runs SyncNet when ``qc.syncnet_weights`` is given (:mod:`stages.syncnet`);
@@ -27,6 +30,7 @@ import numpy as np
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.delivery import audio_file_duration, delivery_metrics
+from stages.face_crop import load_landmarks, load_transform, upright_quarter_turns
 from stages.faces import detect_faces, landmarks_in_box, mouth_opening
 from stages.identity import Embedder, cosine, csim_stats, make_embedder
 from stages.images import read_rgb
@@ -79,8 +83,9 @@ class QCStage(Stage):
         fps = metrics["fps_out"] if math.isfinite(metrics["fps_out"]) and metrics["fps_out"] > 0 \
             else float(row.get("fps") or self.config.ingest.fps)
 
-        reference = self._reference_embedding(row)
-        track = self._analyse_frames(clip, reference, fps) if metrics["vcodec"] else _empty_track()
+        turns = self._quarter_turns(row)
+        reference = self._reference_embedding(row, turns)
+        track = self._analyse_frames(clip, reference, fps, turns) if metrics["vcodec"] else _empty_track()
         metrics.update(self._identity_metrics(track, fps))
         samples = self._speech(clip, row, metrics)
         curves = self._sync_metrics(track, samples, fps, metrics)
@@ -118,31 +123,42 @@ class QCStage(Stage):
             return audio_file_duration(wav)
         return metrics["duration_audio_s"]
 
-    def _reference_embedding(self, row: dict[str, Any]) -> np.ndarray | None:
+    def _quarter_turns(self, row: dict[str, Any]) -> int:
+        """Quarter turns that put the portrait's face upright in full-picture frames (0 for crops)."""
+        path = row.get("face_transform")
+        if self.config.render.output == "crop" or not path or not Path(str(path)).is_file():
+            return 0
+        _, _, (width, height) = load_transform(path)
+        return upright_quarter_turns(load_landmarks(path), width, height)
+
+    def _reference_embedding(self, row: dict[str, Any], turns: int = 0) -> np.ndarray | None:
         """The source face's embedding (portrait, else the aligned crop), cached per file."""
         key = tuple((str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) if p and os.path.isfile(p)
-                    else None for p in (row.get("portrait"), row.get("crop_path")))
+                    else None for p in (row.get("portrait"), row.get("crop_path"))) + (turns,)
         if key not in self._references:
             if len(self._references) > 256:
                 self._references.clear()
-            self._references[key] = self._embed_source(row)
+            self._references[key] = self._embed_source(row, turns)
         return self._references[key]
 
-    def _embed_source(self, row: dict[str, Any]) -> np.ndarray | None:
+    def _embed_source(self, row: dict[str, Any], turns: int = 0) -> np.ndarray | None:
         for key in ("portrait", "crop_path"):
             path = row.get(key)
             if not path or not Path(str(path)).is_file():
                 continue
             image = read_rgb(path, max_side=1600)
+            if key == "portrait" and turns:
+                image = np.ascontiguousarray(np.rot90(image, turns))
             faces = detect_faces(image, upsample=1 if max(image.shape[:2]) < 800 else 0)
             if faces:
                 return self.embedder.embed(image, faces[0])
         return None
 
-    def _analyse_frames(self, clip: Path, reference: np.ndarray | None, fps: float
+    def _analyse_frames(self, clip: Path, reference: np.ndarray | None, fps: float, turns: int = 0
                         ) -> dict[str, list]:
-        """One pass over the frames: sampled frames get detection (+ CSIM); every frame within
-        ``sync_max_seconds`` gets a mouth opening (and a SyncNet crop when enabled)."""
+        """One pass over the frames (each turned by ``turns`` quarter turns): sampled frames get
+        detection (+ CSIM); every frame within ``sync_max_seconds`` gets a mouth opening (and a
+        SyncNet crop when enabled)."""
         import cv2
 
         k, max_side = self.cfg.sample_every, self.cfg.analysis_max_side
@@ -157,6 +173,8 @@ class QCStage(Stage):
                     frame = cv2.resize(frame, (round(frame.shape[1] * scale),
                                                round(frame.shape[0] * scale)),
                                        interpolation=cv2.INTER_AREA)
+                if turns:
+                    frame = np.ascontiguousarray(np.rot90(frame, turns))
                 landmarks = None
                 if n % k == 0:
                     faces = detect_faces(frame, upsample=1 if max(frame.shape[:2]) < 400 else 0)

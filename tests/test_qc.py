@@ -301,3 +301,35 @@ def test_syncnet_plumbing_with_random_weights(media, clips, tmp_path):
     assert row["lse_d"] > 0 and row["lse_c"] >= 0 and abs(row["av_offset"]) <= 15
     curves = json.loads(Path(row["qc_json"]).read_text())
     assert len(curves["syncnet_mdist"]) == 31
+
+
+def test_sideways_portrait_is_measured_upright(stage, media, qc, tmp_path):
+    """A portrait lying on its side renders sideways (output: full); QC turns the frames and the
+    portrait by the face crop's quarter turns, so identity, face presence and sync read as for the
+    upright clip. Without the turn the detector finds no face at all."""
+    import cv2
+
+    from stages.face_crop import upright_quarter_turns
+
+    portrait = np.ascontiguousarray(np.rot90(cv2.cvtColor(cv2.imread(str(media["portrait"])),
+                                                          cv2.COLOR_BGR2RGB), -1))
+    h0 = portrait.shape[1]  # height of the upright portrait
+    lm = detect_faces(_astronaut())[0].landmarks
+    lm_side = np.stack([h0 - 1 - lm[:, 1], lm[:, 0]], 1)  # the same points after np.rot90(., -1)
+    assert upright_quarter_turns(lm_side, portrait.shape[1], portrait.shape[0]) == 1
+    cv2.imwrite(str(tmp_path / "side.png"), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
+    face_json = tmp_path / "face.json"
+    face_json.write_text(json.dumps({"matrix": [[1, 0, 0], [0, 1, 0]], "size": 128,
+                                     "image_width": portrait.shape[1], "image_height": portrait.shape[0],
+                                     "landmarks": lm_side.tolist()}))
+    frames = [np.ascontiguousarray(np.rot90(f, -1)) for f in talking_frames(media, 12.0)]
+    clip = make_clip(tmp_path / "side.mp4", frames, media["wav"])
+    row = {**qc_row(media, clip, tmp_path), "portrait": str(tmp_path / "side.png"),
+           "face_transform": str(face_json)}
+    side, upright = stage.run_row(row), qc("talking")
+    assert side["status"] == "ok", side.get("error_message")
+    assert side["face_presence"] == 1.0 and side["csim_mean"] > 0.95
+    assert side["sync_corr"] > 0.6 and abs(side["sync_lag_frames"]) <= 1
+    assert abs(side["csim_mean"] - upright["csim_mean"]) < 0.02
+    blind = QCStage(PipelineConfig()).run_row({**row, "face_transform": None})
+    assert blind["face_presence"] == 0.0 and blind["qc_status"] == "fail"
