@@ -60,19 +60,12 @@ def face_roll(landmarks: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(e[1], e[0])))
 
 
-def upright_quarter_turns(landmarks: np.ndarray, width: int, height: int) -> int:
-    """k in 0..3 such that ``np.rot90(image, k)`` shows the face nearest to upright (the smallest
-    |face_roll|): a sideways or upside-down portrait is rendered as it is, and whoever measures
-    faces in its frames (QC) turns them by k quarter turns first, as face detectors want."""
-    pts = np.asarray(landmarks, dtype=np.float64)
-    best, best_roll = 0, abs(face_roll(pts))
-    w = float(width)
-    for k in range(1, 4):
-        pts = np.stack([pts[:, 1], w - 1 - pts[:, 0]], 1)  # np.rot90 by one quarter turn
-        w = float(height if k % 2 else width)
-        if abs(face_roll(pts)) < best_roll - 1e-6:
-            best, best_roll = k, abs(face_roll(pts))
-    return best
+def upright_quarter_turns(landmarks: np.ndarray) -> int:
+    """k in 0..3 such that ``np.rot90(image, k)`` (k counter-clockwise quarter turns) shows the face
+    nearest to upright: its :func:`face_roll` (clockwise) rounded to quarter turns. A sideways or
+    upside-down portrait is rendered as it is; whoever measures faces in its frames (QC) turns
+    them by k first, as face detectors want upright faces."""
+    return int(round(face_roll(landmarks) / 90.0)) % 4
 
 
 def face_width(landmarks: np.ndarray) -> float:

@@ -30,7 +30,7 @@ import numpy as np
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.delivery import audio_file_duration, delivery_metrics
-from stages.face_crop import load_landmarks, load_transform, upright_quarter_turns
+from stages.face_crop import load_landmarks, upright_quarter_turns
 from stages.faces import detect_faces, landmarks_in_box, mouth_opening
 from stages.identity import Embedder, cosine, csim_stats, make_embedder
 from stages.images import read_rgb
@@ -128,8 +128,7 @@ class QCStage(Stage):
         path = row.get("face_transform")
         if self.config.render.output == "crop" or not path or not Path(str(path)).is_file():
             return 0
-        _, _, (width, height) = load_transform(path)
-        return upright_quarter_turns(load_landmarks(path), width, height)
+        return upright_quarter_turns(load_landmarks(path))
 
     def _reference_embedding(self, row: dict[str, Any], turns: int = 0) -> np.ndarray | None:
         """The source face's embedding (portrait, else the aligned crop), cached per file."""

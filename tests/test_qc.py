@@ -316,7 +316,7 @@ def test_sideways_portrait_is_measured_upright(stage, media, qc, tmp_path):
     h0 = portrait.shape[1]  # height of the upright portrait
     lm = detect_faces(_astronaut())[0].landmarks
     lm_side = np.stack([h0 - 1 - lm[:, 1], lm[:, 0]], 1)  # the same points after np.rot90(., -1)
-    assert upright_quarter_turns(lm_side, portrait.shape[1], portrait.shape[0]) == 1
+    assert upright_quarter_turns(lm_side) == 1 and upright_quarter_turns(lm) == 0
     cv2.imwrite(str(tmp_path / "side.png"), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
     face_json = tmp_path / "face.json"
     face_json.write_text(json.dumps({"matrix": [[1, 0, 0], [0, 1, 0]], "size": 128,
