@@ -5,7 +5,7 @@
 #   make install        .venv with everything (apt packages when missing); fast when done before
 #   make bench          render speed and pipeline throughput benchmarks
 #   make train-default  train the shipped default model (about 75 min on a 2-core CPU)
-#   make eval-default   evaluate the default model on held-out synthetic clips
+#   make eval-default   evaluate the default model on held-out synthetic clips (adapted to the held-out portrait first)
 #
 # torch stays 2.13.0 CPU (requirements/constraints.txt); whisperx goes in with --no-deps and its
 # torchaudio's CUDA-built .so files are removed (shared research notes: packages.md).

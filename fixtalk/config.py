@@ -54,6 +54,24 @@ class SilenceGate:
 
 
 @dataclass
+class PixelWarp:
+    """Inference policy (not part of EDTalk/FixTalk, :mod:`fixtalk.pixel_warp`): the source's own
+    pixels, moved by the generator's finest flow, wherever the generator only moves them.
+
+    G renders every pixel from warped source *features* through 1x1 ToRGB layers, which blurs a
+    small model's output. With W = I_s warped by the finest-level flow phi_K that G itself computes
+    (relative flow included), the frame is W + g (G - W), where the gate
+    g = clip((|blur_sigma(G) - blur_sigma(W)| - ``low``) / ``ramp``, 0, 1) (mean over RGB, [-1, 1]
+    units) takes G where it departs from a pure warp over a few pixels: an opening mouth, teeth,
+    closing eyes (G's softer edges alone do not open the gate). ``enabled=False`` gives G alone."""
+
+    enabled: bool = True
+    low: float = 0.1
+    ramp: float = 0.15
+    sigma: float = 2.0
+
+
+@dataclass
 class Audio2LipConfig:
     """Audio2Lip: the Wav2Lip audio encoder (conv widths) + Linear(embed -> lip_dim)."""
 
@@ -160,6 +178,7 @@ class StageConfig:
     l1: float = 1.0
     perceptual: float = 1.0
     track: float = 0.0  # synthetic data: alpha_lip[0] ~ 4 mouth_open, alpha_lip[1] ~ 4 (mouth_width - 1)
+    pose_track: float = 0.0  # synthetic data: alpha_pose[0:3] ~ yaw / 16, pitch / 8, roll / 7 (degrees)
     mouth: float = 0.0  # extra L1 inside the driver's mouth box (landmarks 48-67), see losses.mouth_l1
     flow: float = 0.0  # synthetic data: L1 of every level's flow to the landmark warp (train.warp_targets)
     mask: float = 0.0  # synthetic data: every level's mask 1 outside the open mouth (copy the source)
@@ -206,3 +225,30 @@ class TrainConfig:
     audio_noise_dbfs: float = 0.0  # < 0: a noise floor near this level under the training audio
     stickers: float = 0.0  # probability of moving picture patches per item (fixtalk.train.stickers)
     relative_flow: bool = False  # renders subtract the source's self-flow (nets.decoder.self_flow_offsets)
+
+
+@dataclass
+class AdaptConfig:
+    """Portrait adaptation (:mod:`fixtalk.adapt`, a choice of this project, not in EDTalk/FixTalk):
+    before rendering a presenter, the generator (all but Audio2Lip) is fine-tuned on ``clips``
+    synthetic clips of ``clip_seconds`` made from that presenter's portrait crop alone (known head
+    and mouth motion, :mod:`fixtalk.train.synthetic`): ``steps`` of self-reconstruction
+    (L1 + perceptual + mouth-box L1 ``mouth`` + lip-track ``track`` + head-track ``pose_track``,
+    stage_steps.track_term) at learning rate ``lr``, rendered as the pipeline renders
+    (``relative_flow``, TrainConfig.relative_flow); without relative flow, ``flow`` > 0 also
+    supervises every level's flow with the known warp. ``partial_clips``: see fixtalk.adapt."""
+
+    steps: int = 600
+    lr: float = 0.0005
+    batch_size: int = 4
+    relative_flow: bool = True
+    flow: float = 0.0
+    mouth: float = 4.0
+    track: float = 1.0
+    pose_track: float = 1.0
+    clips: int = 12
+    clip_seconds: float = 4.0
+    partial_clips: bool = True  # one clip in three moves only the head, one only the lips
+    seed: int = 0
+    num_threads: int = 0  # torch CPU threads while adapting (0 = every core: a Ray actor's default is 1)
+    checkpoint_minutes: float = 2.0  # resumable state this often (a killed run continues)

@@ -26,7 +26,9 @@ import torch
 
 from .model import FixTalk
 from .nets.audio2lip import smooth_time
-from .config import SilenceGate
+from .config import PixelWarp, SilenceGate
+from .nets.decoder import DecoderLevels
+from .pixel_warp import finest_flow, pixel_warp
 from .nets.audio_features import mel_windows, samples_per_frame, speech_gate
 
 
@@ -56,10 +58,13 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 class ClipRenderer:
     """Renders clips with one model. ``autocast``: None, "bf16" or "fp16" (fp16 needs CUDA).
     ``relative_flow``: subtract the source's self-flow from every flow
-    (:func:`fixtalk.nets.decoder.self_flow_offsets`); False renders EDTalk's decoder exactly."""
+    (:func:`fixtalk.nets.decoder.self_flow_offsets`); False renders EDTalk's decoder exactly.
+    ``pixel_warp``: the source's own pixels where the generator only moves them
+    (:mod:`fixtalk.pixel_warp`); None (or disabled) gives the generator's frame alone."""
 
     def __init__(self, model: FixTalk, device: str | torch.device = "cpu", batch_size: int = 8,
-                 autocast: str | None = None, relative_flow: bool = False):
+                 autocast: str | None = None, relative_flow: bool = False,
+                 pixel_warp: PixelWarp | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if autocast not in (None, "bf16", "fp16"):
@@ -73,6 +78,7 @@ class ClipRenderer:
         self.autocast = autocast
         self.size = model.cfg.size
         self.relative_flow = relative_flow
+        self.pixel_warp = pixel_warp if pixel_warp is not None and pixel_warp.enabled else None
 
     # ------------------------------------------------------------------ helpers
     def _ctx(self):
@@ -219,8 +225,19 @@ class ClipRenderer:
                 motion, e = m.motion_latents(lip[sl], pose[sl], None if exp is None else exp[sl])
                 if m.edi is not None:
                     fb[edi_k] = m.edi(fb[edi_k], motion, state.motion.expand(b, -1)).feature
-                yield m.dec(state.code.expand(b, -1) + motion, fb, e, premodulated=premod,
-                            flow_offsets=state.flow_offsets).float()
+                levels = DecoderLevels() if self.pixel_warp else None
+                img = m.dec(state.code.expand(b, -1) + motion, fb, e, premodulated=premod,
+                            flow_offsets=state.flow_offsets, levels=levels)
+                yield self._finish(img, state, levels)
+
+    def _finish(self, img: torch.Tensor, state: SourceState, levels: DecoderLevels | None) -> torch.Tensor:
+        """float32 frames; with ``pixel_warp``, gated with the source warped by the finest flow."""
+        img = img.float()
+        if levels is None:
+            return img
+        offset = None if state.flow_offsets is None else state.flow_offsets[-1].float()
+        grid = finest_flow(levels.flow_logits[-1].float(), offset)
+        return pixel_warp(img, state.image.float(), grid, self.pixel_warp)
 
     def render(self, state: SourceState, alpha_lip, alpha_pose=None, alpha_exp=None
                ) -> Iterator[np.ndarray]:
@@ -242,10 +259,11 @@ class ClipRenderer:
                 m._basis.clear()
                 src = self._encode_source(state.image)
                 a_exp = None if exp is None else exp[i:i + 1]
+                levels = DecoderLevels() if self.pixel_warp else None
                 with self._ctx():
                     img = m.decode(src.code, src.feats, lip[i:i + 1], pose[i:i + 1], a_exp,
-                                   source_motion=src.motion, flow_offsets=src.flow_offsets)
-                yield img.float()
+                                   source_motion=src.motion, flow_offsets=src.flow_offsets, levels=levels)
+                yield self._finish(img, src, levels)
         finally:
             m.dec.set_reference_cost(False)
             m._basis.clear()

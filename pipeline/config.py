@@ -12,7 +12,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from fixtalk.config import SilenceGate
+from fixtalk.config import AdaptConfig, PixelWarp, SilenceGate
 
 
 @dataclass
@@ -88,6 +88,42 @@ class RenderConfig:
     # subtract the portrait's self-flow from every flow (fixtalk.nets.decoder.self_flow_offsets):
     # the network moves the face without pulling it toward its training faces' geometry
     relative_flow: bool = True
+    # the portrait's own pixels moved by the network's finest flow, where the network only moves
+    # them (fixtalk.pixel_warp): sharper than the generator's frame; enabled=false for G alone
+    pixel_warp: PixelWarp = field(default_factory=PixelWarp)
+
+
+def default_checkpoint() -> Path:
+    """Path of the shipped default model (found without importing torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fixtalk")
+    return Path(spec.origin).resolve().parent / "weights" / "default.pt"
+
+
+@dataclass
+class AdaptSection:
+    """Portrait adaptation (stages/adapt.py, :mod:`fixtalk.adapt`): the network fine-tuned to each
+    presenter's portrait, once per portrait, before motion and render use it."""
+
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0,
+                                                                   max_tasks_in_flight=1))
+    # auto: on for the shipped default model (trained on synthetic motion, like the adaptation
+    # clips), off for a checkpoint you give (it may be trained on real video); true | false
+    enabled: Any = "auto"
+    recipe: AdaptConfig = field(default_factory=AdaptConfig)
+
+    def active(self, model: "ModelSection") -> bool:
+        """Whether rows are adapted under this config (``enabled`` resolved against the model)."""
+        value = self.enabled
+        text = str(value).strip().lower()
+        if text == "auto":
+            return model.checkpoint is None or Path(model.checkpoint).resolve() == default_checkpoint()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", "none"):
+            return False
+        raise ConfigError(f"adapt.enabled: expected auto, true or false, got {value!r}")
 
 
 @dataclass
@@ -191,7 +227,7 @@ class RunConfig:
     ray_address: str | None = None  # None: start a local Ray; "auto" or host:port joins a cluster
     num_cpus: int | None = None  # local Ray only; None = every core of the machine
     engine: str = "ray"  # ray | local (one process, no Ray; for debugging)
-    stages: list[str] | None = None  # None = all, in order: speech ingest align face_crop motion render mux qc
+    stages: list[str] | None = None  # None = all, in order: speech ingest align face_crop adapt motion render mux qc
     block_rows: int = 1  # manifest rows per Ray block (1 = finest streaming and ledger granularity)
     keep_work: bool = True  # keep OUT/work/<clip_id>/ after a clip succeeds
     results_every_s: float = 15.0  # rewrite results.parquet at most this often during a run
@@ -206,6 +242,7 @@ class PipelineConfig:
     align: AlignConfig = field(default_factory=AlignConfig)
     face_crop: FaceCropConfig = field(default_factory=FaceCropConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    adapt: AdaptSection = field(default_factory=AdaptSection)
     render: RenderConfig = field(default_factory=RenderConfig)
     mux: MuxConfig = field(default_factory=MuxConfig)
     qc: QCConfig = field(default_factory=QCConfig)

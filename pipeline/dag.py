@@ -27,12 +27,13 @@ from pipeline.config import PipelineConfig, Resources
 log = logging.getLogger(__name__)
 
 #: Stage order and where each class lives. The section name in config equals the stage name.
-STAGE_ORDER: tuple[str, ...] = ("speech", "ingest", "align", "face_crop", "motion", "render", "mux", "qc")
+STAGE_ORDER: tuple[str, ...] = ("speech", "ingest", "align", "face_crop", "adapt", "motion", "render", "mux", "qc")
 STAGE_CLASSES: dict[str, tuple[str, str]] = {
     "speech": ("stages.speech", "SpeechStage"),
     "ingest": ("stages.ingest", "IngestStage"),
     "align": ("stages.align", "AlignStage"),
     "face_crop": ("stages.face_crop", "FaceCropStage"),
+    "adapt": ("stages.adapt", "AdaptStage"),
     "motion": ("stages.motion", "MotionStage"),
     "render": ("stages.render", "RenderStage"),
     "mux": ("stages.mux", "MuxStage"),
@@ -53,6 +54,8 @@ def _spec(entry: str) -> tuple[str, str]:
 
 def _enabled(cfg: PipelineConfig, entry: str) -> bool:
     section = getattr(cfg, entry, None) if ":" not in entry else None
+    if hasattr(section, "active"):  # adapt: "auto" depends on the model section
+        return bool(section.active(cfg.model))
     return bool(getattr(section, "enabled", True))
 
 
@@ -119,7 +122,7 @@ class StagePlan:
 def plan_stages(classes: Sequence[type], cfg: PipelineConfig, cluster: dict[str, float]) -> list[StagePlan]:
     """Per-stage resources from config, fitted to the cluster.
 
-    * render takes ``num_gpus=1`` (or its configured amount) when the cluster has GPUs, else 0;
+    * render and adapt take ``num_gpus=1`` (or the configured amount) when the cluster has GPUs, else 0;
       other stages get their configured GPU share only when GPUs exist.
     * When the pools' CPU requests add up to more than the cluster has (8 stages on a 2-core
       laptop), every request is scaled down by the same factor so that all pools can start;
@@ -131,7 +134,7 @@ def plan_stages(classes: Sequence[type], cfg: PipelineConfig, cluster: dict[str,
         name = getattr(cls, "name", cls.__name__)
         res = section_resources(cfg, name)
         gpus = float(res.num_gpus) if has_gpu else 0.0
-        if name == "render" and has_gpu and gpus == 0:
+        if name in ("render", "adapt") and has_gpu and gpus == 0:
             gpus = 1.0
         plans.append(StagePlan(cls, name, float(res.num_cpus), gpus, max(1, int(res.batch_size)),
                                max(1, int(res.pool_size)), res.max_tasks_in_flight))

@@ -39,10 +39,11 @@ import pyarrow.parquet as pq
 LEDGER_DIR = "ledger"
 PART_GLOB = "part-*.parquet"
 FINGERPRINT_VERSION = "1"
-FINGERPRINT_SECTIONS = ("model", "speech", "ingest", "align", "face_crop", "motion", "render", "mux")
+FINGERPRINT_SECTIONS = ("model", "speech", "ingest", "align", "face_crop", "adapt", "motion", "render", "mux")
 FINGERPRINT_EXCLUDE = frozenset({
     "resources", "model.device", "model.checkpoint", "model.audio2lip", "render.batch_size",
-    "motion.chunk_frames", "face_crop.face_alignment_device",
+    "motion.chunk_frames", "face_crop.face_alignment_device", "adapt.recipe.num_threads",
+    "adapt.recipe.checkpoint_minutes",
 })
 INPUT_FILE_COLUMNS = ("portrait", "audio", "pose_video", "expression_video")
 INPUT_VALUE_COLUMNS = ("script", "emotion", "emotion_intensity")

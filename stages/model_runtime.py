@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from stages.base import SystemicError
+from stages.base import ClipError, SystemicError
 
 
 def resolve_device(name: str | None) -> str:
@@ -28,21 +28,57 @@ def resolve_device(name: str | None) -> str:
     return name
 
 
+class AdaptedWeights:
+    """Which weights the (shared) model holds: the checkpoint's own or one portrait's adaptation
+    (:mod:`fixtalk.adapt`). One per loaded model, so that stages sharing the model in one process
+    (a local run) never disagree about what it holds."""
+
+    def __init__(self, model: Any, checkpoint_id: str):
+        self.model, self.checkpoint_id = model, checkpoint_id
+        self.active: str | None = None
+        self._base: dict | None = None
+
+    def use(self, path: str | None) -> None:
+        """Load ``path`` (an adapted checkpoint) or, for None, restore the checkpoint's weights.
+        A file that cannot be read or was adapted from another checkpoint is the clip's error."""
+        from fixtalk.adapt import apply_adapted
+
+        path = str(path) if path else None
+        if path == self.active:
+            return
+        if self._base is None:
+            self._base = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        try:
+            apply_adapted(self.model, path, self._base, self.checkpoint_id)
+        except Exception as exc:  # noqa: BLE001 - unreadable, truncated or foreign: the clip's error
+            apply_adapted(self.model, None, self._base, self.checkpoint_id)
+            self.active = None
+            raise ClipError(f"cannot use the adapted weights {path}: {exc}; delete the file and rerun "
+                            "to adapt again", error_type="AdaptedWeights") from exc
+        self.active = path
+
+
 @dataclass
 class Runtime:
     model: Any  # fixtalk.model.FixTalk
     renderer: Any  # fixtalk.inference.ClipRenderer
     device: str
     checkpoint_id: str
+    weights: AdaptedWeights
 
     @property
     def size(self) -> int:
         return int(self.model.cfg.size)
 
+    def use_row_weights(self, row: dict[str, Any]) -> None:
+        """The weights a row renders with: its portrait's adaptation (``adapted_checkpoint``, set
+        by the adapt stage) or the checkpoint's own."""
+        self.weights.use(row.get("adapted_checkpoint") or None)
+
 
 @lru_cache(maxsize=2)
 def _load(checkpoint: str | None, audio2lip: str | None, emotions_dir: str | None,
-          device: str) -> tuple[Any, str]:
+          device: str) -> tuple[Any, str, AdaptedWeights]:
     import torch
 
     from fixtalk.checkpoints import checkpoint_id, load_model
@@ -53,7 +89,7 @@ def _load(checkpoint: str | None, audio2lip: str | None, emotions_dir: str | Non
         ident = checkpoint_id(checkpoint)
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
         raise SystemicError(f"cannot load the model: {exc}") from exc
-    return model, ident
+    return model, ident, AdaptedWeights(model, ident)
 
 
 def load_runtime(config: PipelineConfig, batch_size: int | None = None) -> Runtime:
@@ -62,8 +98,8 @@ def load_runtime(config: PipelineConfig, batch_size: int | None = None) -> Runti
 
     m = config.model
     device = resolve_device(m.device)
-    model, ident = _load(m.checkpoint, m.audio2lip, m.emotions_dir, device)
+    model, ident, weights = _load(m.checkpoint, m.audio2lip, m.emotions_dir, device)
     renderer = ClipRenderer(model, device=device, batch_size=int(batch_size or config.render.batch_size),
                             autocast=m.autocast if device.startswith("cuda") else None,
-                            relative_flow=config.render.relative_flow)
-    return Runtime(model=model, renderer=renderer, device=device, checkpoint_id=ident)
+                            relative_flow=config.render.relative_flow, pixel_warp=config.render.pixel_warp)
+    return Runtime(model=model, renderer=renderer, device=device, checkpoint_id=ident, weights=weights)

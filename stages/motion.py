@@ -85,6 +85,7 @@ class MotionStage(Stage):
         return self._finder
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.runtime.use_row_weights(row)
         work = work_dir_of(row)
         wave, sr = sf.read(row["audio_16k"], dtype="float32", always_2d=False)
         if sr != self.sample_rate:

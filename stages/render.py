@@ -62,6 +62,7 @@ class RenderStage(Stage):
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         import torch
 
+        self.runtime.use_row_weights(row)
         work = work_dir_of(row)
         size = self.runtime.size
         crop = np.asarray(Image.open(row["face_crop"]).convert("RGB"))

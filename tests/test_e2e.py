@@ -30,8 +30,9 @@ pytestmark = pytest.mark.skipif(
 
 FPS = 25
 DEFAULT_MODEL = REPO / "fixtalk" / "weights" / "default.pt"
-#: Speed settings only (encoder preset, QC sampling): every stage runs.
-FAST = ["mux.preset=ultrafast", "qc.sample_every=10", "render.batch_size=16"]
+#: Speed settings only (encoder preset, QC sampling, a token portrait adaptation): every stage runs.
+FAST = ["mux.preset=ultrafast", "qc.sample_every=10", "render.batch_size=16", "adapt.recipe.steps=2",
+        "adapt.recipe.clips=1", "adapt.recipe.clip_seconds=0.6"]
 
 
 def ffprobe(path: Path) -> dict:

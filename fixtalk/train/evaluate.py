@@ -1,9 +1,12 @@
 """Held-out evaluation of a trained model (``make eval-default``).
 
-    python -m fixtalk.train.evaluate --checkpoint PATH --data DATA [--json OUT] [--device cpu] [--plain-flow]
+    python -m fixtalk.train.evaluate --checkpoint PATH --data DATA [--json OUT] [--device cpu]
+        [--plain-flow] [--no-pixel-warp] [--no-adapt]
 
-Frames are rendered as the pipeline renders them by default, with relative flow
-(``render.relative_flow``; ``--plain-flow`` measures the network's own decoder instead).
+Frames are rendered as the pipeline renders them by default: the model first adapted to the
+held-out portrait (``adapt``: fixtalk.adapt on the first held-out clip's source frame, cached in
+DATA/adapted/), relative flow (``render.relative_flow``) and the source-pixel warp
+(``render.pixel_warp``); the flags measure the network without each.
 Uses only the clips of split ``eval`` under DATA (the synthetic set holds out the Grace Hopper
 portrait, two sentences, one espeak-ng voice and one LibriVox recording; see synthetic.py). The
 source image of a clip is its first frame. Four groups of figures, each line pass/fail:
@@ -164,7 +167,8 @@ def eval_flow(renderer, clips: list[Clip], max_frames: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from fixtalk.nets.decoder import DecoderLevels, identity_grid
+    from fixtalk.nets.decoder import DecoderLevels
+    from fixtalk.pixel_warp import finest_flow
     from fixtalk.train.warp_targets import warp_target
 
     def as_t(x):
@@ -187,10 +191,8 @@ def eval_flow(renderer, clips: list[Clip], max_frames: int) -> dict:
             model.decode(state.code.expand(b, -1), [f.expand(b, -1, -1, -1) for f in state.feats],
                          w["lip"], w["pose"], w["exp"], levels=levels, flow_offsets=state.flow_offsets,
                          source_motion=None if state.motion is None else state.motion.expand(b, -1))
-        disp = torch.tanh(levels.flow_logits[-1][:, :2].float()).permute(0, 2, 3, 1)
-        if state.flow_offsets is not None:
-            disp = disp - state.flow_offsets[-1].float()
-        own = disp + identity_grid(size, device, disp.dtype)
+        own = finest_flow(levels.flow_logits[-1].float(),
+                          None if state.flow_offsets is None else state.flow_offsets[-1].float())
         target = torch.stack([torch.from_numpy(warp_target(clip.landmarks[0], clip.landmarks[i], size)[0])
                               for i in idx]).permute(0, 2, 3, 1).to(device)
         src = as_t(clip.frames[:1]).expand(b, -1, -1, -1).to(device)
@@ -303,12 +305,17 @@ def eval_pose(renderer, clips: list[Clip], stride: int) -> dict:
 
 # ---------------------------------------------------------------------------------- driver
 def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_clips: int = 5,
-             recon_frames: int = 16, stride: int = 2, log=print, relative_flow: bool = True) -> dict:
+             recon_frames: int = 16, stride: int = 2, log=print, relative_flow: bool = True,
+             adapt: bool = False, pixel_warp: bool = True) -> dict:
     """Run (a)-(d) on the held-out clips; returns {"figures", "checks", "passed", ...}.
-    ``relative_flow``: render as the pipeline does by default (``render.relative_flow``)."""
+    ``relative_flow``: render as the pipeline does by default (``render.relative_flow``).
+    ``adapt``: first adapt the model to the held-out portrait (:func:`adapted_for_eval`), as the
+    pipeline does by default (``adapt.enabled``); ``pixel_warp``: the source-pixel warp
+    (``render.pixel_warp``)."""
     import torch
 
     from fixtalk.checkpoints import load_model
+    from fixtalk.config import PixelWarp
     from fixtalk.inference import ClipRenderer
 
     paths = list_clips(data, split="eval")[:max_clips]
@@ -317,11 +324,15 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
                          "`fixtalk data synthetic OUT --eval-clips 5`")
     clips = [read_clip(p) for p in paths]
     model = load_model(checkpoint, device=device)
+    adapted = adapted_for_eval(model, checkpoint, clips[0], Path(data), log) if adapt else None
+    if adapted is not None:
+        model = load_model(adapted, device=device)
     if clips[0].frames.shape[1] != model.cfg.size:
         raise ValueError(f"held-out frames are {clips[0].frames.shape[1]} px but the model renders "
                          f"{model.cfg.size} px; build the data at --size {model.cfg.size}")
     torch.manual_seed(0)
-    renderer = ClipRenderer(model, device=device, batch_size=16, relative_flow=relative_flow)
+    renderer = ClipRenderer(model, device=device, batch_size=16, relative_flow=relative_flow,
+                            pixel_warp=PixelWarp(enabled=pixel_warp))
     t0 = time.monotonic()
     figs: dict[str, dict] = {}
     log(f"[eval] {len(clips)} held-out clips ({', '.join(sorted({c.meta.get('identity', '?') for c in clips}))})")
@@ -338,9 +349,24 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
     log(f"[eval] (d) done in {time.monotonic() - t0:.0f} s")
     checks = make_checks(figs)
     return {"checkpoint": str(checkpoint or "default"), "data": str(data), "relative_flow": relative_flow,
+            "adapted": str(adapted) if adapted else None, "pixel_warp": pixel_warp,
             "clips": [p.name for p in paths], "seconds": round(time.monotonic() - t0, 1),
             "figures": figs, "checks": [asdict(c) for c in checks],
             "passed": all(c.passed is not False for c in checks)}
+
+
+def adapted_for_eval(model, checkpoint: str | None, clip: Clip, data: Path, log=print) -> Path:
+    """The model adapted (default settings) to the first held-out clip's source frame, the
+    portrait the renderer gets, cached under ``DATA/adapted/``; every held-out clip is one
+    photograph of the same person, so one adaptation serves all of them."""
+    from fixtalk.adapt import adapt_cached, recipe_key
+    from fixtalk.checkpoints import checkpoint_id
+    from fixtalk.config import AdaptConfig
+
+    cfg, base_id = AdaptConfig(), checkpoint_id(checkpoint)
+    out = data / "adapted" / f"{clip.path.name}-{base_id}-{recipe_key(cfg)}.pt"
+    return adapt_cached(model, np.array(clip.frames[0]), np.array(clip.landmarks[0]), cfg, out, base_id,
+                        portrait=f"{clip.path.name} frame 0", log=log)
 
 
 def make_checks(f: dict[str, dict]) -> list[Check]:
@@ -396,11 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stride", type=int, default=2, help="measure every N-th frame in (b) and (d)")
     ap.add_argument("--plain-flow", action="store_true",
                     help="render without relative flow (render.relative_flow=false; EDTalk's decoder)")
+    ap.add_argument("--no-pixel-warp", action="store_true",
+                    help="the generator's frames alone (render.pixel_warp.enabled=false)")
+    ap.add_argument("--no-adapt", action="store_true",
+                    help="the network as trained, without portrait adaptation (adapt.enabled=false)")
     args = ap.parse_args(argv)
     try:
         report = evaluate(args.checkpoint, args.data, args.device, args.max_clips, args.recon_frames,
                           args.stride, log=lambda s: print(s, file=sys.stderr),
-                          relative_flow=not args.plain_flow)
+                          relative_flow=not args.plain_flow, adapt=not args.no_adapt,
+                          pixel_warp=not args.no_pixel_warp)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -95,25 +95,65 @@ def _render(ctx: StepContext, source, driver, alpha=None, source_enc=None, drive
     return image, (a_lip, a_pose, a_exp), {"z_s": z_s, "z_d": z_d, **aux}
 
 
-def track_term(alpha_lip: torch.Tensor, batch: dict, st: StageConfig) -> dict[str, torch.Tensor]:
-    """*Choice* for synthetic data (known motion tracks; NaN for real clips, which are skipped):
-    tie the first two lip weights to the mouth opening and width, so the lip bank's leading
-    directions mean "open" and "wide" from the start and the decoder gets a clean, strong signal."""
-    if not st.track or "mouth_open" not in batch:
-        return {}
-    target = torch.stack([4.0 * batch["mouth_open"][:, 0], 4.0 * (batch["mouth_width"][:, 0] - 1.0)], 1)
+def _tied(weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """MSE of the leading weights to a known track (rows with a NaN, i.e. real clips, skipped)."""
     ok = torch.isfinite(target).all(1)
     if not ok.any():
-        return {}
-    return {"track": st.track * F.mse_loss(alpha_lip[ok, :2], target[ok].to(alpha_lip.dtype))}
+        return None
+    return F.mse_loss(weights[ok, :target.shape[1]], target[ok].to(weights.dtype))
+
+
+HEAD_SCALE = (16.0, 8.0, 7.0)  # synthetic yaw / pitch / roll amplitudes (degrees, synthetic.py)
+
+
+def track_term(alpha_lip: torch.Tensor, batch: dict, st: StageConfig,
+               alpha_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """*Choice* for synthetic data (known motion tracks; NaN for real clips, which are skipped):
+    tie the first two lip weights to the mouth opening and width, so the lip bank's leading
+    directions mean "open" and "wide" from the start and the decoder gets a clean, strong signal;
+    with ``pose_track``, likewise the first three pose weights to the head's yaw, pitch and roll."""
+    out = {}
+    if st.track and "mouth_open" in batch:
+        target = torch.stack([4.0 * batch["mouth_open"][:, 0], 4.0 * (batch["mouth_width"][:, 0] - 1.0)], 1)
+        loss = _tied(alpha_lip, target)
+        if loss is not None:
+            out["track"] = st.track * loss
+    if st.pose_track and alpha_pose is not None and "head" in batch:
+        scale = torch.tensor(HEAD_SCALE, device=alpha_pose.device)
+        loss = _tied(alpha_pose, batch["head"][:, 0] / scale)
+        if loss is not None:
+            out["pose_track"] = st.pose_track * loss
+    return out
+
+
+def partial_drive(model, source_enc, driver_enc, drive: torch.Tensor):
+    """Bank weights for clips where only some motion changes (``drive`` per item: 0 all, 1 the
+    head pose only, 2 the lips only): the banks the clip does not move keep the *source's*
+    weights, so I^s rendered with them must reproduce I^d only if each bank carries its own
+    motion (what pose-only and audio-only driving ask of the model)."""
+    a_s = model.bank_weights(model.motion_code(source_enc))
+    a_d = model.bank_weights(model.motion_code(driver_enc))
+    pose_only, lip_only = (drive == 1)[:, None], (drive == 2)[:, None]
+    a_lip = torch.where(pose_only, a_s[0], a_d[0])
+    a_pose = torch.where(lip_only, a_s[1], a_d[1])
+    a_exp = None if a_d[2] is None else torch.where(pose_only | lip_only, a_s[2], a_d[2])
+    return a_lip, a_pose, a_exp
 
 
 def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
     src, drv = batch["source"], batch["driving"][:, 0]
     levels = _levels(st)
+    if "drive" in batch and bool((batch["drive"] != 0).any()):
+        enc_s, enc_d = ctx.model.encode(src), ctx.model.encode(drv)
+        alpha = partial_drive(ctx.model, enc_s, enc_d, batch["drive"])
+        image, alpha, _ = _render(ctx, src, drv, alpha, enc_s, enc_d, levels)
+        terms = image_terms(ctx, image, drv, st, landmarks=batch["landmarks"][:, 0])
+        terms.update(track_term(alpha[0], batch, st, alpha[1]))
+        terms.update(warp_terms(ctx.model, levels, batch, st))
+        return terms, [image]
     out = ctx.model(src, drv, levels=levels, relative_flow=ctx.relative_flow)
     terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
-    terms.update(track_term(out.alpha_lip, batch, st))
+    terms.update(track_term(out.alpha_lip, batch, st, out.alpha_pose))
     terms.update(warp_terms(ctx.model, levels, batch, st))
     terms.update(still_flow_term(out.extras.get("self_flow"), st))
     return terms, [out.image]

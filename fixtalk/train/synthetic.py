@@ -168,6 +168,19 @@ def motion_tracks(rng: np.random.Generator, n: int, still: bool = False) -> dict
     }
 
 
+def render_tracks(base: np.ndarray, base_lm: np.ndarray, tracks: dict[str, np.ndarray],
+                  size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (N,S,S,3) uint8 and landmarks (N,68,2) of ``base`` (aligned at k * size, landmarks
+    in ``size`` pixels) moved by per-frame :class:`Motion` tracks (face_warp.render_frame)."""
+    n = len(next(iter(tracks.values())))
+    frames = np.empty((n, size, size, 3), np.uint8)
+    lms = np.empty((n, 68, 2), np.float32)
+    for t in range(n):
+        m = Motion(**{k: float(v[t]) for k, v in tracks.items()})
+        frames[t], lms[t] = render_frame(base, base_lm, m, size)
+    return frames, lms
+
+
 def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Generator,
               augment: bool = True, reshape: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Frames (N,S,S,3), landmarks (N,68,2), audio and meta for one synthetic clip. With
@@ -192,11 +205,7 @@ def make_clip(portrait: np.ndarray, utt: Utterance, size: int, rng: np.random.Ge
     tracks = motion_tracks(rng, n, still=bool(rng.random() < 0.25))
     tracks["mouth_open"] = mouth_open.astype(np.float64)
     tracks["mouth_width"] = width.astype(np.float64)
-    frames = np.empty((n, size, size, 3), np.uint8)
-    lms = np.empty((n, 68, 2), np.float32)
-    for t in range(n):
-        m = Motion(**{k: float(v[t]) for k, v in tracks.items()})
-        frames[t], lms[t] = render_frame(base, base_lm, m, size)
+    frames, lms = render_tracks(base, base_lm, tracks, size)
     meta = {
         "kind": "synthetic",
         "speech": {"source": utt.source, "licence": utt.licence, "text": utt.text},

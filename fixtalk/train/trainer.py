@@ -103,7 +103,8 @@ class Trainer:
     """Runs ``cfg.stages`` on the clips under ``data_root``; writes everything under ``out_dir``."""
 
     def __init__(self, cfg: TrainConfig, data_root: str | Path, out_dir: str | Path,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, model: FixTalk | None = None) -> None:
+        """``model``: train this network (e.g. a loaded checkpoint) instead of a fresh ``cfg.preset``."""
         self.cfg, self.data_root, self.out = cfg, Path(data_root), Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -113,7 +114,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.model = build_model(cfg).to(self.device)
+        self.model = (model if model is not None else build_model(cfg)).to(self.device)
         self.perceptual = perceptual_loss(cfg.perceptual_weights or None).to(self.device)
         self.disc = (Discriminator(self.model.cfg.size, base=cfg.disc_channels).to(self.device)
                      if any(s.gan for s in cfg.stages) else None)
