@@ -12,7 +12,8 @@ How. Only the portrait is used (never the clip's audio or driving video):
 1. :func:`portrait_clips`: the aligned portrait crop I_s and its 68 landmarks are made to move by
    the synthetic self-driven model of :mod:`fixtalk.train.synthetic` (head yaw/pitch/roll, scale,
    shift, blinks, and a mouth track drawn from random syllables); every frame's warp is known.
-   With ``partial_clips``, one clip in three moves only the head and one only the lips, and
+   With ``partial_clips`` (off by default: it did not help, docs/model_card.md), one clip in
+   three moves only the head and one only the lips, and
    those are rendered from the *source's* weights for the banks they do not move
    (:func:`fixtalk.train.stage_steps.partial_drive`): each bank must carry its own motion, as
    pose-only (a pose video) and lips-only (audio) driving need.
@@ -24,8 +25,8 @@ How. Only the portrait is used (never the clip's audio or driving video):
    (:func:`adaptation_record`); :func:`apply_adapted` swaps its weights into a loaded model and
    refuses one adapted from another checkpoint.
 
-Settings: :class:`fixtalk.config.AdaptConfig`. Cost: ``steps`` training steps (about 6 minutes for
-the default 600 on a 2-core CPU, seconds on a GPU), once per portrait.
+Settings: :class:`fixtalk.config.AdaptConfig`. Cost: ``steps`` training steps with relative flow
+(about 15 minutes for the default 600 on a 2-core CPU; far less on a GPU), once per portrait.
 """
 from __future__ import annotations
 

@@ -245,10 +245,10 @@ class AdaptConfig:
     flow: float = 0.0
     mouth: float = 4.0
     track: float = 1.0
-    pose_track: float = 1.0
+    pose_track: float = 0.0
     clips: int = 12
     clip_seconds: float = 4.0
-    partial_clips: bool = True  # one clip in three moves only the head, one only the lips
+    partial_clips: bool = False  # one clip in three moves only the head, one only the lips
     seed: int = 0
     num_threads: int = 0  # torch CPU threads while adapting (0 = every core: a Ray actor's default is 1)
     checkpoint_minutes: float = 2.0  # resumable state this often (a killed run continues)

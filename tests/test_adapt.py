@@ -25,7 +25,7 @@ def portrait64() -> tuple[np.ndarray, np.ndarray]:
 
 def test_adaptation_clips_move_the_head_and_open_the_mouth_exactly_on_open_visemes(tmp_path, portrait64):
     crop, lm = portrait64
-    paths = portrait_clips(crop, lm, tmp_path / "clips", AdaptConfig(clips=3, clip_seconds=3.0, seed=3))
+    paths = portrait_clips(crop, lm, tmp_path / "clips", AdaptConfig(clips=3, clip_seconds=3.0, seed=3, partial_clips=True))
     clips = [read_clip(p) for p in paths]
     assert [c.meta["drive"] for c in clips] == ["all", "pose", "lip"]
     for clip in clips:
