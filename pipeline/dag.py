@@ -54,8 +54,6 @@ def _spec(entry: str) -> tuple[str, str]:
 
 def _enabled(cfg: PipelineConfig, entry: str) -> bool:
     section = getattr(cfg, entry, None) if ":" not in entry else None
-    if hasattr(section, "active"):  # adapt: "auto" depends on the model section
-        return bool(section.active(cfg.model))
     return bool(getattr(section, "enabled", True))
 
 

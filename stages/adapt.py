@@ -7,10 +7,10 @@ later runs with the same model and recipe, reuses the file. While a portrait is 
 resumable state lives in ``<file>.work/`` (a killed run continues from it) and a lock file keeps
 two actors from adapting the same portrait at once: the second waits and then reuses the result.
 
-``adapt.enabled``: ``auto`` (default) adapts when the shipped default model renders (it was trained
-on synthetic motion of this kind, and adaptation is what lets it move an unseen face accurately:
-docs/model_card.md); a checkpoint you give is used as is unless you set ``true``. With the stage
-off, rows render with the checkpoint's own weights.
+``adapt.enabled`` (default false) puts the stage in the DAG. With the shipped default model it
+makes the render far closer to the target and the mouth move more, but the head no longer follows
+a pose video's yaw (docs/model_card.md); with a checkpoint trained on real video, adaptation on
+synthetic motion is untested. With the stage off, rows render with the checkpoint's own weights.
 """
 from __future__ import annotations
 
@@ -48,8 +48,7 @@ class AdaptStage(Stage):
 
     def __init__(self, config: PipelineConfig):
         self.cfg = config.adapt
-        self.on = self.cfg.active(config.model)
-        self.runtime = load_runtime(config) if self.on else None
+        self.runtime = load_runtime(config)
         from fixtalk.adapt import recipe_key
 
         self.recipe_key = recipe_key(self.cfg.recipe)
@@ -60,8 +59,6 @@ class AdaptStage(Stage):
         return face.parent.with_name("_adapted") / f"{face.stem}-{self.runtime.checkpoint_id}-{self.recipe_key}.pt"
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        if not self.on:
-            return {"adapted_checkpoint": None}
         out = self.target(row)
         with portrait_lock(out.with_suffix(".lock")):
             if not out.is_file():

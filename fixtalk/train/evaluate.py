@@ -1,12 +1,13 @@
 """Held-out evaluation of a trained model (``make eval-default``).
 
     python -m fixtalk.train.evaluate --checkpoint PATH --data DATA [--json OUT] [--device cpu]
-        [--plain-flow] [--no-pixel-warp] [--no-adapt]
+        [--plain-flow] [--no-pixel-warp] [--adapt]
 
-Frames are rendered as the pipeline renders them by default: the model first adapted to the
-held-out portrait (``adapt``: fixtalk.adapt on the first held-out clip's source frame, cached in
-DATA/adapted/), relative flow (``render.relative_flow``) and the source-pixel warp
-(``render.pixel_warp``); the flags measure the network without each.
+Frames are rendered as the pipeline renders them by default: relative flow
+(``render.relative_flow``) and the source-pixel warp (``render.pixel_warp``); ``--plain-flow`` and
+``--no-pixel-warp`` measure the network without each. ``--adapt`` first adapts the model to the
+held-out portrait as ``adapt.enabled=true`` does (fixtalk.adapt on the first held-out clip's
+source frame, cached in DATA/adapted/).
 Uses only the clips of split ``eval`` under DATA (the synthetic set holds out the Grace Hopper
 portrait, two sentences, one espeak-ng voice and one LibriVox recording; see synthetic.py). The
 source image of a clip is its first frame. Four groups of figures, each line pass/fail:
@@ -310,7 +311,7 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
     """Run (a)-(d) on the held-out clips; returns {"figures", "checks", "passed", ...}.
     ``relative_flow``: render as the pipeline does by default (``render.relative_flow``).
     ``adapt``: first adapt the model to the held-out portrait (:func:`adapted_for_eval`), as the
-    pipeline does by default (``adapt.enabled``); ``pixel_warp``: the source-pixel warp
+    pipeline does with ``adapt.enabled=true``; ``pixel_warp``: the source-pixel warp
     (``render.pixel_warp``)."""
     import torch
 
@@ -424,13 +425,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="render without relative flow (render.relative_flow=false; EDTalk's decoder)")
     ap.add_argument("--no-pixel-warp", action="store_true",
                     help="the generator's frames alone (render.pixel_warp.enabled=false)")
-    ap.add_argument("--no-adapt", action="store_true",
-                    help="the network as trained, without portrait adaptation (adapt.enabled=false)")
+    ap.add_argument("--adapt", action="store_true",
+                    help="adapt the model to the held-out portrait first (adapt.enabled=true)")
     args = ap.parse_args(argv)
     try:
         report = evaluate(args.checkpoint, args.data, args.device, args.max_clips, args.recon_frames,
                           args.stride, log=lambda s: print(s, file=sys.stderr),
-                          relative_flow=not args.plain_flow, adapt=not args.no_adapt,
+                          relative_flow=not args.plain_flow, adapt=args.adapt,
                           pixel_warp=not args.no_pixel_warp)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
