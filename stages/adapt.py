@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
+from fixtalk.adapt import adapt, recipe_key
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.face_crop import load_landmarks, load_transform
@@ -49,8 +50,6 @@ class AdaptStage(Stage):
     def __init__(self, config: PipelineConfig):
         self.cfg = config.adapt
         self.runtime = load_runtime(config)
-        from fixtalk.adapt import recipe_key
-
         self.recipe_key = recipe_key(self.cfg.recipe)
 
     def target(self, row: dict[str, Any]) -> Path:
@@ -69,8 +68,6 @@ class AdaptStage(Stage):
                 matrix = load_transform(row["face_transform"])[0]
                 landmarks = crop_landmarks(load_landmarks(row["face_transform"]), matrix)
                 self.runtime.weights.use(None)  # adapt from the checkpoint's own weights
-                from fixtalk.adapt import adapt
-
                 adapt(self.runtime.model, crop, landmarks, self.cfg.recipe, out.with_suffix(".work"), out,
                       self.runtime.checkpoint_id, portrait=str(row.get("portrait") or ""), log=lambda s: None)
         return {"adapted_checkpoint": str(out)}

@@ -52,6 +52,7 @@ import numpy as np
 
 from fixtalk.config import SilenceGate
 from fixtalk.train.data_format import FPS, SAMPLE_RATE, Clip, list_clips, read_clip
+from fixtalk.train.warp_targets import flow_diagnosis
 
 SILENCE_RMS = 1e-3  # -60 dBFS white noise: "silence" with a real (tiny) signal
 
@@ -159,49 +160,6 @@ def eval_reconstruction(renderer, clips: list[Clip], max_frames: int) -> tuple[d
     fig["psnr_gain"] = fig["psnr"] - fig["psnr_copy"]
     fig["frames"] = len(rows["psnr"])
     return fig, renders
-
-
-def eval_flow(renderer, clips: list[Clip], max_frames: int) -> dict:
-    """(a) diagnosis: PSNR of the source warped by the model's finest flow (as the renderer warps,
-    relative flow included) and by the landmark warp (the ceiling), and their mean distance [px];
-    all over the frames of eval_reconstruction."""
-    import torch
-    import torch.nn.functional as F
-
-    from fixtalk.nets.decoder import DecoderLevels
-    from fixtalk.pixel_warp import finest_flow
-    from fixtalk.train.warp_targets import warp_target
-
-    def as_t(x):
-        return torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-    def psnr(a, b):
-        return 10 * np.log10(4.0 / float(((a - b) ** 2).mean((1, 2, 3)).clamp(min=1e-10).mean()))
-
-    rows = {"psnr_own_flow": [], "psnr_landmark_warp": [], "flow_error_px": []}
-    model, device = renderer.model, renderer.device
-    size = model.cfg.size
-    for clip in clips:
-        n = clip.num_frames
-        idx = np.unique(np.linspace(1, n - 1, min(max_frames, n - 1)).round().astype(int))
-        state = renderer.source(np.array(clip.frames[0]))
-        w = renderer.motion_weights(np.array(clip.frames[idx]))
-        b = len(idx)
-        levels = DecoderLevels()
-        with torch.no_grad():
-            model.decode(state.code.expand(b, -1), [f.expand(b, -1, -1, -1) for f in state.feats],
-                         w["lip"], w["pose"], w["exp"], levels=levels, flow_offsets=state.flow_offsets,
-                         source_motion=None if state.motion is None else state.motion.expand(b, -1))
-        own = finest_flow(levels.flow_logits[-1].float(),
-                          None if state.flow_offsets is None else state.flow_offsets[-1].float())
-        target = torch.stack([torch.from_numpy(warp_target(clip.landmarks[0], clip.landmarks[i], size)[0])
-                              for i in idx]).permute(0, 2, 3, 1).to(device)
-        src = as_t(clip.frames[:1]).expand(b, -1, -1, -1).to(device)
-        drv = as_t(clip.frames[idx]).to(device)
-        for name, grid in (("psnr_own_flow", own), ("psnr_landmark_warp", target)):
-            rows[name].append(psnr(F.grid_sample(src, grid, align_corners=False, padding_mode="border"), drv))
-        rows["flow_error_px"].append(float((own - target).norm(dim=-1).mean()) * size / 2)
-    return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
 def _motion_std(tracks: list[np.ndarray]) -> float:
@@ -338,7 +296,7 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
     figs: dict[str, dict] = {}
     log(f"[eval] {len(clips)} held-out clips ({', '.join(sorted({c.meta.get('identity', '?') for c in clips}))})")
     figs["reconstruction"], recon = eval_reconstruction(renderer, clips, recon_frames)
-    figs["reconstruction"].update(eval_flow(renderer, clips, recon_frames))
+    figs["reconstruction"].update(flow_diagnosis(renderer, clips, recon_frames))
     log(f"[eval] (a) done in {time.monotonic() - t0:.0f} s")
     figs["lipsync"], speech = eval_lipsync(renderer, clips, stride)
     figs["lipsync_raw"], _ = eval_lipsync(renderer, clips, stride, gate=None)
@@ -374,7 +332,7 @@ def make_checks(f: dict[str, dict]) -> list[Check]:
     a, b, c, d = f["reconstruction"], f["lipsync"], f["identity"], f["pose"]
     return [
         Check("(a) PSNR render vs copy-source [dB]", f"{a['psnr']:.2f} vs {a['psnr_copy']:.2f} "
-              f"(+{a['psnr_gain']:.2f})", "gain >= 3 dB", a["psnr_gain"] >= 3.0),
+              f"({a['psnr_gain']:+.2f})", "gain >= 3 dB", a["psnr_gain"] >= 3.0),
         Check("(a) ... source warped by own flow / landmark warp [dB]",
               f"{a['psnr_own_flow']:.2f} / {a['psnr_landmark_warp']:.2f} (flow error "
               f"{a['flow_error_px']:.2f} px)", "reported", None),

@@ -95,3 +95,43 @@ def copy_loss(rgb_levels: list[torch.Tensor], upsample, target: torch.Tensor, mo
     keep = (1.0 - F.max_pool2d(mouth, 7, 1, 3))[valid]
     err = (own[valid] - target[valid]).abs() * keep
     return err.sum() / (3 * keep.sum()).clamp(min=1.0)
+
+
+def flow_diagnosis(renderer, clips: list, max_frames: int) -> dict:
+    """The evaluation's (a) diagnosis (train.evaluate): PSNR of the source warped by the model's
+    finest flow (as the renderer warps, relative flow included) and by the landmark warp of the two
+    frames (the ceiling of a warping generator), and the flows' mean distance [px], over the same
+    frames as the evaluation's reconstruction line (``clips``: train.data_format.Clip)."""
+    from fixtalk.nets.decoder import DecoderLevels
+    from fixtalk.pixel_warp import finest_flow
+
+    def as_t(x):
+        return torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    def psnr(a, b):
+        return 10 * np.log10(4.0 / float(((a - b) ** 2).mean((1, 2, 3)).clamp(min=1e-10).mean()))
+
+    rows = {"psnr_own_flow": [], "psnr_landmark_warp": [], "flow_error_px": []}
+    model, device = renderer.model, renderer.device
+    size = model.cfg.size
+    for clip in clips:
+        n = clip.num_frames
+        idx = np.unique(np.linspace(1, n - 1, min(max_frames, n - 1)).round().astype(int))
+        state = renderer.source(np.array(clip.frames[0]))
+        w = renderer.motion_weights(np.array(clip.frames[idx]))
+        b = len(idx)
+        levels = DecoderLevels()
+        with torch.no_grad():
+            model.decode(state.code.expand(b, -1), [f.expand(b, -1, -1, -1) for f in state.feats],
+                         w["lip"], w["pose"], w["exp"], levels=levels, flow_offsets=state.flow_offsets,
+                         source_motion=None if state.motion is None else state.motion.expand(b, -1))
+        own = finest_flow(levels.flow_logits[-1].float(),
+                          None if state.flow_offsets is None else state.flow_offsets[-1].float())
+        target = torch.stack([torch.from_numpy(warp_target(clip.landmarks[0], clip.landmarks[i], size)[0])
+                              for i in idx]).permute(0, 2, 3, 1).to(device)
+        src = as_t(clip.frames[:1]).expand(b, -1, -1, -1).to(device)
+        drv = as_t(clip.frames[idx]).to(device)
+        for name, grid in (("psnr_own_flow", own), ("psnr_landmark_warp", target)):
+            rows[name].append(psnr(F.grid_sample(src, grid, align_corners=False, padding_mode="border"), drv))
+        rows["flow_error_px"].append(float((own - target).norm(dim=-1).mean()) * size / 2)
+    return {k: float(np.mean(v)) for k, v in rows.items()}
