@@ -33,6 +33,8 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -173,9 +175,6 @@ def adapt_cached(model: FixTalk, crop: np.ndarray, landmarks: np.ndarray, cfg: A
                  base_id: str, portrait: str = "", log: Callable[[str], None] = print) -> Path:
     """``out`` if it exists, else :func:`adapt` into it with its clips in a temporary folder
     (never among a data folder's clips); logs the time taken."""
-    import tempfile
-    import time
-
     if not out.is_file():
         t0 = time.monotonic()
         log(f"[adapt] {portrait or 'portrait'}: {cfg.steps} steps -> {out}")

@@ -89,10 +89,11 @@ def _render(ctx: StepContext, source, driver, alpha=None, source_enc=None, drive
     z_s, z_d = model.motion_code(enc_s), model.motion_code(enc_d)
     a_lip, a_pose, a_exp = model.bank_weights(z_d) if alpha is None else alpha
     src_motion = model.source_motion(z_s) if model.edi is not None else None
+    offsets = _offsets(ctx, enc_s, z_s, src_motion)
     image, aux = model.decode(enc_s[0], enc_s[1], a_lip, a_pose, a_exp, source_motion=src_motion,
                               driver_feats=enc_d[1] if model.training else None, levels=levels,
-                              return_aux=True, flow_offsets=_offsets(ctx, enc_s, z_s, src_motion))
-    return image, (a_lip, a_pose, a_exp), {"z_s": z_s, "z_d": z_d, **aux}
+                              return_aux=True, flow_offsets=offsets)
+    return image, (a_lip, a_pose, a_exp), {"z_s": z_s, "z_d": z_d, "self_flow": offsets, **aux}
 
 
 def _tied(weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
@@ -143,20 +144,16 @@ def partial_drive(model, source_enc, driver_enc, drive: torch.Tensor):
 def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
     src, drv = batch["source"], batch["driving"][:, 0]
     levels = _levels(st)
-    if "drive" in batch and bool((batch["drive"] != 0).any()):
-        enc_s, enc_d = ctx.model.encode(src), ctx.model.encode(drv)
+    enc_s, enc_d = ctx.model.encode(src), ctx.model.encode(drv)
+    alpha = None  # every bank from the driver ...
+    if "drive" in batch and bool((batch["drive"] != 0).any()):  # ... unless a clip moves only some
         alpha = partial_drive(ctx.model, enc_s, enc_d, batch["drive"])
-        image, alpha, _ = _render(ctx, src, drv, alpha, enc_s, enc_d, levels)
-        terms = image_terms(ctx, image, drv, st, landmarks=batch["landmarks"][:, 0])
-        terms.update(track_term(alpha[0], batch, st, alpha[1]))
-        terms.update(warp_terms(ctx.model, levels, batch, st))
-        return terms, [image]
-    out = ctx.model(src, drv, levels=levels, relative_flow=ctx.relative_flow)
-    terms = image_terms(ctx, out.image, drv, st, landmarks=batch["landmarks"][:, 0])
-    terms.update(track_term(out.alpha_lip, batch, st, out.alpha_pose))
+    image, alpha, aux = _render(ctx, src, drv, alpha, enc_s, enc_d, levels)
+    terms = image_terms(ctx, image, drv, st, landmarks=batch["landmarks"][:, 0])
+    terms.update(track_term(alpha[0], batch, st, alpha[1]))
     terms.update(warp_terms(ctx.model, levels, batch, st))
-    terms.update(still_flow_term(out.extras.get("self_flow"), st))
-    return terms, [out.image]
+    terms.update(still_flow_term(aux["self_flow"], st))
+    return terms, [image]
 
 
 def still_flow_term(self_flow: list[torch.Tensor] | None, st: StageConfig) -> dict[str, torch.Tensor]:
