@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fixtalk.config import PixelWarp  # noqa: E402
 from fixtalk.inference import ClipRenderer  # noqa: E402
 from fixtalk.model import FixTalk, plausible_random_init_  # noqa: E402
 from fixtalk.presets import PRESETS, get_preset  # noqa: E402
@@ -86,12 +87,15 @@ def drive(renderer: ClipRenderer, state, frames: int, seed: int):
     return lip, pose
 
 
-def bench_preset(name: str, frames: int, batch: int, repeats: int, device: str, seed: int) -> dict:
+def bench_preset(name: str, frames: int, batch: int, repeats: int, device: str, seed: int,
+                 policies: bool = False) -> dict:
     torch.manual_seed(seed)
     model = plausible_random_init_(FixTalk(get_preset(name)), seed=seed)
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("audio2lip."))
     model.requires_grad_(False)  # inference only; FlopCounterMode's module tracker needs it
-    r = ClipRenderer(model, device=device, batch_size=batch)
+    # policies: relative flow + source-pixel warp, as the pipeline renders by default
+    r = ClipRenderer(model, device=device, batch_size=batch, relative_flow=policies,
+                     pixel_warp=PixelWarp() if policies else None)
     state = r.source(smooth_image(r.size, seed))
     lip, pose = drive(r, state, frames, seed)
     ref_path = lambda a, b: torch.cat(list(r.render_reference_float(state, a, b)))  # noqa: E731
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--policies", action="store_true",
+                    help="render as the pipeline does by default (relative flow + source-pixel warp)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     for name in names:
         frames = max(2, args.frames // 2) if name == "fixtalk-512" else args.frames
-        res = bench_preset(name, frames, args.batch, args.repeats, args.device, args.seed)
+        res = bench_preset(name, frames, args.batch, args.repeats, args.device, args.seed, args.policies)
         print(f"{name:<20s} params {res['params'] / 1e6:7.2f}M  GMAC/frame fast "
               f"{res['gmac_per_frame']:7.2f} (reference {res.pop('_gmac_reference'):7.2f})  "
               f"fps reference {res['fps_reference']:8.3f}  fast {res['fps_fast']:8.3f}  "
