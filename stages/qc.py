@@ -31,7 +31,7 @@ from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.delivery import audio_file_duration, delivery_metrics
 from stages.face_crop import load_landmarks, upright_quarter_turns
-from stages.faces import detect_faces, landmarks_in_box, mouth_opening
+from stages.faces import box_from_landmarks, detect_faces, fit_landmarks, mouth_opening
 from stages.identity import Embedder, cosine, csim_stats, make_embedder
 from stages.images import read_rgb
 from stages.lipsync import audio_envelope, best_lag
@@ -185,8 +185,11 @@ class QCStage(Stage):
                         if reference is not None:
                             score = cosine(reference, self.embedder.embed(frame, faces[0]))
                     track["csim"].append(score)
-                elif box is not None and n < sync_frames:
-                    landmarks = landmarks_in_box(frame, box)
+                if box is not None and n < sync_frames:
+                    # refitted in the box of its own landmarks: the detector's box comes in ~20 %
+                    # size steps that would move the lips between frames (stages.faces.fit_landmarks)
+                    landmarks = fit_landmarks(frame, box, jitter=False)
+                    box = box_from_landmarks(landmarks)
                 if n < sync_frames:
                     track["mouth"].append(mouth_opening(landmarks) if landmarks is not None
                                           else math.nan)

@@ -225,6 +225,31 @@ def test_mouth_warp_opens_the_mouth(media):
     assert opened > closed + 0.05
 
 
+def test_fitted_landmarks_do_not_follow_the_detector_box_scale():
+    """dlib's detector boxes come in ~20 % size steps; on a 128-px crop of Grace Hopper the next
+    step (a larger box, lower) moves the plain predictor's points by pixels. fit_landmarks must
+    give the same points whichever box a frame got."""
+    import cv2
+
+    from stages.faces import fit_landmarks, landmarks_in_box
+
+    photo = _grace_hopper()
+    l, t, r, b = detect_faces(photo)[0].box
+    s = 75 / (r - l)  # the face as large as in the model's 128-px crops
+    small = cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    x, y = int((l + r) / 2 * s), int((t + b) / 2 * s)
+    crop = np.ascontiguousarray(small[y - 64:y + 64, x - 64:x + 64])
+    l, t, r, b = detect_faces(crop, upsample=1)[0].box
+    cx, cy, h = (l + r) / 2, (t + b) / 2, (r - l) / 2
+    boxes = [(cx - h * k + dx * h, cy - h * k + dy * h, cx + h * k + dx * h, cy + h * k + dy * h)
+             for k, dx, dy in ((1.0, 0.0, 0.0), (1.2, -0.16, 0.15), (0.83, 0.0, 0.0))]
+    spread = lambda pts: max(np.abs(a - c).mean() for a in pts for c in pts)  # noqa: E731
+    raw = spread([landmarks_in_box(crop, bx) for bx in boxes])
+    fitted = spread([fit_landmarks(crop, bx) for bx in boxes])
+    assert raw > 2.5, f"the plain fit moved only {raw:.2f} px; the test does not exercise the problem"
+    assert fitted < 1.0 and fitted < raw / 4, f"fitted landmarks spread {fitted:.2f} px (plain {raw:.2f})"
+
+
 def test_best_lag_sign_convention():
     rng = np.random.default_rng(0)
     audio = rng.random(120)

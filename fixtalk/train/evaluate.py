@@ -19,7 +19,7 @@ source image of a clip is its first frame. Four groups of figures, each line pas
     source warped by the landmark warp of the two frames (train.warp_targets: the ceiling a
     warping generator can reach) and the mean distance between the two flows in pixels;
 (b) lips follow speech: frames rendered from the clip's audio (Audio2Lip lip weights, the source's
-    own pose/expression, as the renderer does), per-frame mouth opening from dlib-68 landmarks of
+    own pose/expression, as the renderer does), per-frame mouth opening from dlib-68 landmarks (stages.faces.fit_landmarks) of
     the rendered pixels, Pearson correlation with the speech RMS envelope per 40 ms frame (pooled
     over the clips, lag 0; the best lag within +-2 frames is reported too); pass >= 0.5. Silence:
     the same from a near-silent waveform (white noise at -60 dBFS); pass when the mouth hardly
@@ -31,9 +31,9 @@ source image of a clip is its first frame. Four groups of figures, each line pas
 (c) identity: dlib's 128-d face embedding of the source vs every measured rendered frame of (a)
     and (b): pass when the largest Euclidean distance is < 0.6 (dlib's same-person threshold);
     the mean cosine similarity is reported;
-(d) pose: the source driven by the head pose of another held-out clip (pose weights only; lips
-    and expression the source's), roll (eye-line angle) and yaw proxy (nose tip vs jaw centre,
-    over jaw width) tracks measured with dlib on the driver and on the render; pass when both
+(d) pose: the source driven by the head pose of each other held-out clip (pose weights only;
+    lips and expression the source's; tracks centred per driver and pooled), roll (eye-line angle) and yaw proxy (nose tip vs jaw centre,
+    over jaw width) tracks measured with dlib on the drivers and on the renders; pass when both
     correlations are >= 0.5. The driver's measured tracks are also correlated with the known
     synthetic tracks (``meta.tracks``) to show the measurement itself is sound.
 
@@ -67,29 +67,31 @@ class Check:
 
 # ---------------------------------------------------------------------------------- faces
 class FaceMeter:
-    """dlib landmarks / embeddings of (rendered) crops; falls back to the last box found when the
-    HOG detector misses a frame (or reuses it on purpose with ``detect=False``)."""
+    """dlib landmarks / embeddings of (rendered) crops, fitted with :func:`stages.faces.fit_landmarks`
+    (independent of the detector's box scale). A frame is detected (``detect``) or, when the head is
+    known to stay put or the detector misses it, fitted in the box of the last frame's landmarks."""
 
     def __init__(self) -> None:
         from stages import faces
 
         self.faces = faces
-        self.box: tuple[int, int, int, int] | None = None
+        self.box: tuple[float, float, float, float] | None = None
         self.detected = 0
         self.measured = 0
 
     def face(self, frame: np.ndarray, detect: bool = True):
         self.measured += 1
-        if detect or self.box is None:
+        box = self.box
+        if detect or box is None:
             found = self.faces.detect_faces(frame, upsample=1)
             if found:
                 self.detected += 1
-                self.box = found[0].box
-                return found[0]
-        if self.box is None:
+                box = found[0].box
+        if box is None:
             return None
-        lm = self.faces.landmarks_in_box(frame, self.box)
-        return self.faces.Face(self.box, lm, 0.0)
+        lm = self.faces.fit_landmarks(frame, box)
+        self.box = self.faces.box_from_landmarks(lm)
+        return self.faces.Face(tuple(int(round(v)) for v in self.box), lm, 0.0)
 
     def landmarks(self, frames: np.ndarray, detect: bool = True) -> np.ndarray:
         """(N, 68, 2); NaN rows where no face was ever found."""
@@ -101,8 +103,9 @@ class FaceMeter:
         return out
 
     def embedding(self, frame: np.ndarray) -> np.ndarray | None:
-        face = self.face(frame, detect=True)
-        return None if face is None else self.faces.face_embedding(frame, face)
+        """dlib's identity embedding of the detected face (as the QC stage computes it)."""
+        found = self.faces.detect_faces(frame, upsample=1)
+        return self.faces.face_embedding(frame, found[0]) if found else None
 
 
 def mouth_track(lms: np.ndarray) -> np.ndarray:
@@ -240,25 +243,32 @@ def eval_identity(sources: list[np.ndarray], renders: list[np.ndarray], per_clip
 
 
 def eval_pose(renderer, clips: list[Clip], stride: int) -> dict:
-    src_clip = clips[0]
-    drv_clip = clips[1] if len(clips) > 1 else clips[0]
-    idx = np.arange(0, drv_clip.num_frames, stride)
-    driver = np.array(drv_clip.frames[idx])
-    state = renderer.source(np.array(src_clip.frames[0]))
-    pose = renderer.motion_weights(driver)["pose"]
-    lip = state.alpha_lip.expand(len(driver), -1)
-    out = _render(renderer, state, lip, pose, None)
-    a_drv = head_angles(FaceMeter().landmarks(driver))
-    a_out = head_angles(FaceMeter().landmarks(out))
-    fig = {f"corr_{k}": pearson(a_drv[k], a_out[k]) for k in a_drv}
-    fig.update({f"std_{k}_driver": float(np.nanstd(a_drv[k])) for k in a_drv})
-    fig.update({f"std_{k}_render": float(np.nanstd(a_out[k])) for k in a_out})
-    tracks = drv_clip.meta.get("tracks", {})
+    """(d): the first clip's source driven by the head pose of every other held-out clip in turn;
+    angle tracks are centred per driver and pooled (so no driver's mean pose counts as motion)."""
+    state = renderer.source(np.array(clips[0].frames[0]))
+    drivers = clips[1:] or clips[:1]
+    a_drv, a_out, a_true = {}, {}, {}
+    for drv_clip in drivers:
+        idx = np.arange(0, drv_clip.num_frames, stride)
+        driver = np.array(drv_clip.frames[idx])
+        pose = renderer.motion_weights(driver)["pose"]
+        out = _render(renderer, state, state.alpha_lip.expand(len(driver), -1), pose, None)
+        tracks = drv_clip.meta.get("tracks", {})
+        for acc, angles in ((a_drv, head_angles(FaceMeter().landmarks(driver))),
+                            (a_out, head_angles(FaceMeter().landmarks(out))),
+                            (a_true, {k: np.asarray(tracks[k], float)[idx] for k in ("roll", "yaw") if k in tracks})):
+            for k, v in angles.items():
+                acc.setdefault(k, []).append(v - np.nanmean(v))
+    fig: dict = {}
     for k in ("roll", "yaw"):
-        if k in tracks:  # soundness of the measurement on the driver itself
-            fig[f"measure_check_{k}"] = pearson(a_drv[k], np.asarray(tracks[k], float)[idx])
-    fig["frames"] = int(len(idx))
-    fig["driver_clip"] = drv_clip.path.name
+        drv, out = np.concatenate(a_drv[k]), np.concatenate(a_out[k])
+        fig[f"corr_{k}"] = pearson(drv, out)
+        fig[f"corr_{k}_per_driver"] = [pearson(d, o) for d, o in zip(a_drv[k], a_out[k])]
+        fig[f"std_{k}_driver"], fig[f"std_{k}_render"] = float(np.nanstd(drv)), float(np.nanstd(out))
+        if len(a_true.get(k, [])) == len(drivers):  # soundness of the measurement on the drivers
+            fig[f"measure_check_{k}"] = pearson(drv, np.concatenate(a_true[k]))
+    fig["frames"] = int(sum(len(v) for v in a_drv["roll"]))
+    fig["driver_clips"] = [c.path.name for c in drivers]
     return fig
 
 
