@@ -113,8 +113,8 @@ def adaptation_stages(cfg: AdaptConfig) -> list[StageConfig]:
     """The trainer stage(s) of an adaptation (see the module docstring)."""
     return [StageConfig(name="base", steps=int(cfg.steps), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
                         l1=1.0, perceptual=1.0, mouth=float(cfg.mouth), track=float(cfg.track),
-                        pose_track=float(cfg.pose_track),
-                        flow=0.0 if cfg.relative_flow else float(cfg.flow))]
+                        pose_track=float(cfg.pose_track), invariance=float(cfg.invariance),
+                        flow=float(cfg.flow))]
 
 
 def recipe_key(cfg: AdaptConfig) -> str:

@@ -186,6 +186,7 @@ class StageConfig:
     copy: float = 0.0  # synthetic data: the finest level alone reproduces the driver outside the mouth
     flow_lr_mult: float = 1.0  # learning-rate factor of the decoder's flow/mask heads (dec.to_flows)
     still_flow: float = 0.0  # with relative_flow: mean |self-flow| of every level (keeps it a small bias)
+    invariance: float = 0.0  # partial clips: banks a clip does not move read the source's weights
     gan: float = 0.0
     gan_start: int = 0  # stage step from which the GAN terms are on
     r1: float = 10.0  # R1 penalty gamma on real images (StyleGAN2), applied lazily every r1_every D steps
@@ -235,8 +236,9 @@ class AdaptConfig:
     and mouth motion, :mod:`fixtalk.train.synthetic`): ``steps`` of self-reconstruction
     (L1 + perceptual + mouth-box L1 ``mouth`` + lip-track ``track`` + head-track ``pose_track``,
     stage_steps.track_term) at learning rate ``lr``, rendered as the pipeline renders
-    (``relative_flow``, TrainConfig.relative_flow); without relative flow, ``flow`` > 0 also
-    supervises every level's flow with the known warp. ``partial_clips``: see fixtalk.adapt."""
+    (``relative_flow``, TrainConfig.relative_flow); ``flow`` > 0 also supervises every level's
+    flow with the known warp (with relative flow, the displacement rendered, f_d - f_s).
+    ``partial_clips``: see fixtalk.adapt."""
 
     steps: int = 600
     lr: float = 0.0005
@@ -249,6 +251,7 @@ class AdaptConfig:
     clips: int = 12
     clip_seconds: float = 4.0
     partial_clips: bool = False  # one clip in three moves only the head, one only the lips
+    invariance: float = 0.0  # with partial_clips: stage_steps.invariance_term
     seed: int = 0
     num_threads: int = 0  # torch CPU threads while adapting (0 = every core: a Ray actor's default is 1)
     checkpoint_minutes: float = 2.0  # resumable state this often (a killed run continues)

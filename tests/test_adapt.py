@@ -130,7 +130,7 @@ def test_the_pipeline_adapts_once_per_portrait_and_reuses_it_on_rerun(ray_sessio
         runtime.use_row_weights({"adapted_checkpoint": str(tmp_path / "junk.pt")})
 
 
-def test_partial_drive_keeps_the_source_weights_of_the_banks_a_clip_does_not_move(tiny_checkpoint):
+def test_partial_drive_and_invariance_hold_the_banks_a_clip_does_not_move(tiny_checkpoint):
     from fixtalk.train.stage_steps import partial_drive
 
     model = load_model(tiny_checkpoint).eval()
@@ -140,10 +140,20 @@ def test_partial_drive_keeps_the_source_weights_of_the_banks_a_clip_does_not_mov
         enc_s, enc_d = model.encode(src), model.encode(drv)
         a_s = model.bank_weights(model.motion_code(enc_s))
         a_d = model.bank_weights(model.motion_code(enc_d))
-        lip, pose, exp = partial_drive(model, enc_s, enc_d, torch.tensor([0, 1, 2]))  # all, pose, lip
+        (lip, pose, exp), _ = partial_drive(model, enc_s, enc_d, torch.tensor([0, 1, 2]))  # all, pose, lip
     picks = {"lip": (lip, 0, "dsd"), "pose": (pose, 1, "dds"), "exp": (exp, 2, "dss")}
     for name, (got, bank, who) in picks.items():
         for i, w in enumerate(who):
             want = (a_s if w == "s" else a_d)[bank][i]
             assert torch.equal(got[i], want), (name, i)
     assert not torch.equal(a_s[1], a_d[1])  # the two frames do differ
+    # invariance: only the banks a clip does not move are held to the source's weights
+    from fixtalk.config import StageConfig
+    from fixtalk.train.stage_steps import invariance_term
+
+    st = StageConfig(name="base", invariance=1.0)
+    term = lambda drive: float(invariance_term(a_s, a_d, torch.tensor(drive), st)["invariance"])  # noqa: E731
+    assert term([0, 0, 0]) == 0.0  # whole-face clips: every bank may move
+    assert term([1, 2, 1]) > 0.0
+    assert float(invariance_term(a_s, a_s, torch.tensor([1, 2, 1]), st)["invariance"]) == 0.0
+    assert invariance_term(a_s, a_d, torch.tensor([1, 2, 1]), StageConfig(name="base")) == {}

@@ -198,9 +198,9 @@ class Trainer:
     def run_stage(self, st: StageConfig) -> None:
         if st.name not in STAGE_FUNCTIONS:
             raise ValueError(f"unknown training stage {st.name!r}; choose from {sorted(STAGE_FUNCTIONS)}")
-        if self.cfg.relative_flow and st.flow:
-            raise ValueError(f"stage {st.name!r}: the flow term supervises absolute flows, which "
-                             "relative_flow leaves free; set flow: 0 or relative_flow: false")
+        if self.cfg.relative_flow and st.flow and st.name not in ("base", "lip_pose"):
+            raise ValueError(f"stage {st.name!r}: with relative_flow the flow term is supported in the "
+                             "base and lip_pose stages only; set flow: 0 here")
         set_stage_mode(self.model, st.name)  # frozen parts keep inference behaviour
         opt, d_opt = self._optimizers(st)
         ctx = StepContext(model=self.model, perceptual=self.perceptual,

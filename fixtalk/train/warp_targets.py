@@ -52,22 +52,26 @@ def warp_target(src_lm: np.ndarray, drv_lm: np.ndarray, size: int) -> tuple[np.n
 
 
 def warp_loss(flow_logits: list[torch.Tensor], flow: torch.Tensor, mouth: torch.Tensor,
-              valid: torch.Tensor, w_flow: float, w_mask: float, w_mask_mouth: float = 0.0
-              ) -> dict[str, torch.Tensor]:
+              valid: torch.Tensor, w_flow: float, w_mask: float, w_mask_mouth: float = 0.0,
+              offsets: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Supervise every decoder level's flow (L1 outside the open mouth) and mask (``w_mask``: 1
     outside the open mouth; ``w_mask_mouth``: 0 inside it at the two finest levels; L1 on sigmoid).
-    ``valid`` (B,) bool selects items with targets."""
+    ``valid`` (B,) bool selects items with targets. ``offsets``: the per-level self-flows of
+    relative flow (B, r, r, 2); the displacement supervised is then the one rendered, f_d - f_s."""
     if not (w_flow or w_mask or w_mask_mouth) or not bool(valid.any()):
         return {}
     flow, mouth = flow[valid], mouth[valid]
     lf = lm = lmm = 0.0
-    for logits in flow_logits:
+    for k, logits in enumerate(flow_logits):
         logits = logits[valid]
         r = logits.shape[-1]
         tgt = F.adaptive_avg_pool2d(flow, r) - identity_grid(r, logits.device, logits.dtype).permute(0, 3, 1, 2)
         m = F.adaptive_avg_pool2d(mouth, r)
         keep = 1.0 - m
-        lf = lf + ((torch.tanh(logits[:, :2]) - tgt).abs() * keep).sum() / (2 * keep.sum()).clamp(min=1.0)
+        disp = torch.tanh(logits[:, :2])
+        if offsets is not None:
+            disp = disp - offsets[k][valid].permute(0, 3, 1, 2).to(disp.dtype)
+        lf = lf + ((disp - tgt).abs() * keep).sum() / (2 * keep.sum()).clamp(min=1.0)
         mask = torch.sigmoid(logits[:, 2:3])
         lm = lm + (keep * (1.0 - mask)).mean()
         if 2 * r >= flow.shape[-1]:  # the finest two levels generate the mouth; coarser ones may
