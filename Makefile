@@ -1,6 +1,6 @@
 # FixTalk Studio: install, test, demo, benchmarks and the shipped default model.
 #
-#   make demo           install, then render examples/manifest.csv into out/ (CHECKPOINT=... optional)
+#   make demo           install, then render examples/manifest.csv into out/ (CHECKPOINT=..., SET="key=value ..." optional)
 #   make test           install, then run the test suite (what .ci/run does)
 #   make install        .venv with everything (apt packages when missing); fast when done before
 #   make bench          render speed and pipeline throughput benchmarks
@@ -85,6 +85,7 @@ demo: install
 	  echo "no $(DEFAULT_MODEL): train it with 'make train-default', or give one: make demo CHECKPOINT=model.pt" >&2; \
 	  exit 1; fi
 	@rc=0; $(VENV)/bin/fixtalk run $(DEMO_MANIFEST) --out $(OUT) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
+	  $(foreach s,$(SET),--set $(s)) \
 	  || rc=$$?; \
 	echo; echo "clips:   $(OUT)/clips/<clip_id>.mp4 (+ .srt/.vtt subtitles)"; \
 	echo "results: $(OUT)/results.parquet and $(OUT)/run.json"; \
@@ -105,7 +106,7 @@ train-default: install $(TRAIN_DATA)/eval_0004/meta.json
 	@echo "default model: $(DEFAULT_MODEL)"
 
 eval-default: install $(TRAIN_DATA)/eval_0004/meta.json
-	$(PY) -m fixtalk.train.evaluate --checkpoint $(DEFAULT_MODEL) --data $(TRAIN_DATA)
+	$(PY) -m fixtalk.train.evaluate --checkpoint $(DEFAULT_MODEL) --data $(TRAIN_DATA) --adapt
 
 clean-venv:
 	rm -rf $(VENV)

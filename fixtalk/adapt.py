@@ -12,21 +12,24 @@ How. Only the portrait is used (never the clip's audio or driving video):
 1. :func:`portrait_clips`: the aligned portrait crop I_s and its 68 landmarks are made to move by
    the synthetic self-driven model of :mod:`fixtalk.train.synthetic` (head yaw/pitch/roll, scale,
    shift, blinks, and a mouth track drawn from random syllables); every frame's warp is known.
-   With ``partial_clips`` (off by default: it did not help, docs/model_card.md), one clip in
-   three moves only the head and one only the lips, and
-   those are rendered from the *source's* weights for the banks they do not move
+   With ``partial_clips`` (default), one clip in three moves only the head and one only the
+   lips, and those are rendered from the *source's* weights for the banks they do not move
    (:func:`fixtalk.train.stage_steps.partial_drive`): each bank must carry its own motion, as
    pose-only (a pose video) and lips-only (audio) driving need.
 2. :func:`adapt`: a short run of the trainer's ``base`` stage on those clips: self-reconstruction
    (L1 + perceptual + mouth-box L1 + lip-track), rendered with relative flow as the pipeline
-   renders (the generator learns f_d - f_s for this face), training all but Audio2Lip. The run is
+   renders (the generator learns f_d - f_s for this face), training all but Audio2Lip, plus the
+   bank ``invariance`` term (:func:`fixtalk.train.stage_steps.invariance_term`): the lip and
+   expression weights the encoder reads off a pose-only frame must be the portrait's, and the
+   pose weights of a lips-only frame too. Without it the shipped model's lip bank carries the
+   head's yaw and a pose video's yaw never reaches the render (docs/model_card.md). The run is
    resumable (a killed adaptation continues from its last state) and seeded.
 3. The result is a full checkpoint of our format whose training record names the base checkpoint
    (:func:`adaptation_record`); :func:`apply_adapted` swaps its weights into a loaded model and
    refuses one adapted from another checkpoint.
 
 Settings: :class:`fixtalk.config.AdaptConfig`. Cost: ``steps`` training steps with relative flow
-(about 15 minutes for the default 600 on a 2-core CPU; far less on a GPU), once per portrait.
+(about 7 minutes for the default 600 on an idle 2-core CPU; far less on a GPU), once per portrait.
 """
 from __future__ import annotations
 

@@ -31,7 +31,9 @@ pytestmark = pytest.mark.skipif(
 FPS = 25
 DEFAULT_MODEL = REPO / "fixtalk" / "weights" / "default.pt"
 #: Speed settings only (encoder preset, QC sampling): every default stage runs.
-FAST = ["mux.preset=ultrafast", "qc.sample_every=10", "render.batch_size=16"]
+# portrait adaptation (on by default) is tested through the pipeline in test_adapt.py; here it
+# would only add minutes of fine-tuning per portrait
+FAST = ["mux.preset=ultrafast", "qc.sample_every=10", "render.batch_size=16", "adapt.enabled=false"]
 
 
 def ffprobe(path: Path) -> dict:
