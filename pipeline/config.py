@@ -96,15 +96,17 @@ class RenderConfig:
 @dataclass
 class AdaptSection:
     """Portrait adaptation (stages/adapt.py, :mod:`fixtalk.adapt`): the network fine-tuned to each
-    presenter's portrait, once per portrait, before motion and render use it. On by default:
-    with the shipped model the render is 3.1 dB closer to held-out targets (+0.8 without), the
-    mouth moves three times as much and a pose video's head motion is followed far better; it
-    costs about 7 minutes per portrait on 2 CPU cores (docs/model_card.md). ``enabled=false``
-    renders with the checkpoint as it is."""
+    presenter's portrait, once per portrait, before motion and render use it. ``enabled``: None
+    ("auto", the default) adapts when the shipped default model renders, where it was evaluated:
+    the render is 3 dB closer to held-out targets (+0.8 without), the mouth moves 2.5 times as
+    much and a pose video moves the head; about 6 minutes per portrait on 2 CPU cores
+    (docs/model_card.md). A user's checkpoint (EDTalk's, or one trained on real video) is not
+    adapted unless ``enabled=true``: fine-tuning it on synthetic motion is unevaluated.
+    ``false`` renders with the checkpoint as it is."""
 
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0,
                                                                    max_tasks_in_flight=1))
-    enabled: bool = True
+    enabled: bool | None = None  # None = auto (``--set adapt.enabled=auto``)
     recipe: AdaptConfig = field(default_factory=AdaptConfig)
 
 
@@ -244,8 +246,10 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     if value is None:
         return None
     try:
-        if typ is bool or text == "bool":
+        if typ is bool or text in ("bool", "bool | None"):
             if isinstance(value, str):
+                if value.lower() == "auto" and "None" in text:
+                    return None
                 if value.lower() in ("1", "true", "yes", "on"):
                     return True
                 if value.lower() in ("0", "false", "no", "off"):

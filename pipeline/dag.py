@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import pandas as pd
@@ -54,7 +55,13 @@ def _spec(entry: str) -> tuple[str, str]:
 
 def _enabled(cfg: PipelineConfig, entry: str) -> bool:
     section = getattr(cfg, entry, None) if ":" not in entry else None
-    return bool(getattr(section, "enabled", True))
+    on = getattr(section, "enabled", True)
+    if on is None:  # "auto" (adapt.enabled): only for the shipped default model, where it was evaluated
+        from fixtalk.checkpoints import DEFAULT_CHECKPOINT
+
+        ckpt = cfg.model.checkpoint
+        return ckpt is None or Path(ckpt).resolve() == DEFAULT_CHECKPOINT.resolve()
+    return bool(on)
 
 
 def enabled_stage_names(cfg: PipelineConfig) -> list[str]:

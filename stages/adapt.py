@@ -7,10 +7,11 @@ later runs with the same model and recipe, reuses the file. While a portrait is 
 resumable state lives in ``<file>.work/`` (a killed run continues from it) and a lock file keeps
 two actors from adapting the same portrait at once: the second waits and then reuses the result.
 
-``adapt.enabled`` (default false) puts the stage in the DAG. With the shipped default model it
-makes the render far closer to the target and the mouth move more, but the head no longer follows
-a pose video's yaw (docs/model_card.md); with a checkpoint trained on real video, adaptation on
-synthetic motion is untested. With the stage off, rows render with the checkpoint's own weights.
+``adapt.enabled`` puts the stage in the DAG: ``auto`` (the default) when the shipped default model
+renders, where it makes the render far closer to the target, the mouth move more and a pose video
+move the head (docs/model_card.md); ``true`` for any checkpoint (with one trained on real video,
+adaptation on synthetic motion is unevaluated); ``false`` never. Without the stage, rows render
+with the checkpoint's own weights.
 """
 from __future__ import annotations
 

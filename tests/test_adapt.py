@@ -157,3 +157,23 @@ def test_partial_drive_and_invariance_hold_the_banks_a_clip_does_not_move(tiny_c
     assert term([1, 2, 1]) > 0.0
     assert float(invariance_term(a_s, a_s, torch.tensor([1, 2, 1]), st)["invariance"]) == 0.0
     assert invariance_term(a_s, a_d, torch.tensor([1, 2, 1]), StageConfig(name="base")) == {}
+
+
+def test_adaptation_is_on_for_the_shipped_model_and_opt_in_for_a_users_checkpoint(tmp_path):
+    """adapt.enabled=auto (default): the stage runs with the shipped default model (where it was
+    evaluated), not with a checkpoint the user supplies unless asked; true/false force it."""
+    from fixtalk.checkpoints import DEFAULT_CHECKPOINT
+    from pipeline.config import ConfigError, load_config
+    from pipeline.dag import enabled_stage_names
+
+    def stages(checkpoint, *overrides):
+        cfg = load_config(overrides=list(overrides))
+        cfg.model.checkpoint = checkpoint
+        return "adapt" in enabled_stage_names(cfg)
+
+    mine = str(tmp_path / "mine.pt")
+    assert stages(None) and stages(str(DEFAULT_CHECKPOINT)) and not stages(mine)
+    assert stages(mine, "adapt.enabled=true") and not stages(None, "adapt.enabled=false")
+    assert not stages(mine, "adapt.enabled=auto") and stages(None, "adapt.enabled=auto")
+    with pytest.raises(ConfigError, match="adapt.enabled"):
+        load_config(overrides=["adapt.enabled=sometimes"])

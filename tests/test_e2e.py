@@ -31,8 +31,8 @@ pytestmark = pytest.mark.skipif(
 FPS = 25
 DEFAULT_MODEL = REPO / "fixtalk" / "weights" / "default.pt"
 #: Speed settings only (encoder preset, QC sampling): every default stage runs.
-# portrait adaptation (on by default) is tested through the pipeline in test_adapt.py; here it
-# would only add minutes of fine-tuning per portrait
+# portrait adaptation is tested through the pipeline in test_adapt.py (its default, auto, would
+# not adapt these tests' own checkpoint anyway)
 FAST = ["mux.preset=ultrafast", "qc.sample_every=10", "render.batch_size=16", "adapt.enabled=false"]
 
 
