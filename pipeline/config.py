@@ -24,6 +24,7 @@ class Resources:
     batch_size: int = 1
     pool_size: int = 1
     max_tasks_in_flight: int | None = None  # per actor; None = Ray's default, 1 for long calls
+    memory_gib: float | None = None  # Ray memory reservation per actor (dropped if the cluster has less)
 
 
 @dataclass
@@ -105,7 +106,7 @@ class AdaptSection:
     ``false`` renders with the checkpoint as it is."""
 
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0,
-                                                                   max_tasks_in_flight=1))
+                                                                   max_tasks_in_flight=1, memory_gib=1.5))
     enabled: bool | None = None  # None = auto (``--set adapt.enabled=auto``)
     recipe: AdaptConfig = field(default_factory=AdaptConfig)
 

@@ -122,6 +122,7 @@ class StagePlan:
     batch_size: int
     pool_size: int
     max_tasks_in_flight: int | None
+    memory: int | None = None  # bytes reserved per actor
 
 
 def plan_stages(classes: Sequence[type], cfg: PipelineConfig, cluster: dict[str, float]) -> list[StagePlan]:
@@ -129,6 +130,8 @@ def plan_stages(classes: Sequence[type], cfg: PipelineConfig, cluster: dict[str,
 
     * render and adapt take ``num_gpus=1`` (or the configured amount) when the cluster has GPUs, else 0;
       other stages get their configured GPU share only when GPUs exist.
+    * ``memory_gib`` (adapt: 1.5, what a fine-tuning actor holds) becomes Ray's ``memory``
+      reservation, unless the cluster has less, so that such an actor is never unschedulable.
     * When the pools' CPU requests add up to more than the cluster has (8 stages on a 2-core
       laptop), every request is scaled down by the same factor so that all pools can start;
       requests are scheduling tokens, the processes still share the cores.
@@ -141,8 +144,13 @@ def plan_stages(classes: Sequence[type], cfg: PipelineConfig, cluster: dict[str,
         gpus = float(res.num_gpus) if has_gpu else 0.0
         if name in ("render", "adapt") and has_gpu and gpus == 0:
             gpus = 1.0
+        memory = int(res.memory_gib * 2**30) if res.memory_gib else None
+        if memory and memory * max(1, int(res.pool_size)) > cluster.get("memory", float("inf")):
+            log.info("stage %s: memory request dropped (the cluster has %.1f GiB)", name,
+                     cluster["memory"] / 2**30)
+            memory = None
         plans.append(StagePlan(cls, name, float(res.num_cpus), gpus, max(1, int(res.batch_size)),
-                               max(1, int(res.pool_size)), res.max_tasks_in_flight))
+                               max(1, int(res.pool_size)), res.max_tasks_in_flight, memory))
     cpus = float(cluster.get("CPU", 1.0))
     wanted = sum(p.num_cpus * p.pool_size for p in plans)
     budget = 0.9 * cpus
@@ -170,6 +178,7 @@ def build_dataset(df: pd.DataFrame, plans: Sequence[StagePlan], cfg: PipelineCon
             compute=strategy,
             num_cpus=p.num_cpus,
             num_gpus=p.num_gpus,
+            **({"memory": p.memory} if p.memory else {}),
             batch_size=p.batch_size,
             batch_format="pandas",
             udf_modifying_row_count=False,

@@ -46,6 +46,14 @@ def test_resources_fit_a_small_cluster_and_render_takes_the_gpu():
     cpu = {p.name: p for p in plan_stages([ToyIngest, Render], cfg, {"CPU": 16.0})}
     assert cpu["render"].num_gpus == 0.0 and cpu["render"].num_cpus == 1.0
 
+    class Adapt(ToyMux):
+        name = "adapt"
+
+    roomy = {p.name: p for p in plan_stages([Adapt], cfg, {"CPU": 2.0, "memory": 8 * 2**30})}
+    assert roomy["adapt"].memory == int(1.5 * 2**30)  # Ray reserves what fine-tuning holds
+    small = {p.name: p for p in plan_stages([Adapt], cfg, {"CPU": 2.0, "memory": 2**30})}
+    assert small["adapt"].memory is None  # never a request the cluster cannot meet
+
 
 def test_ray_run_bad_rows_fail_alone_and_match_the_local_runner(ray_session, tmp_path: Path):
     manifest = toy_manifest(tmp_path, [
