@@ -1,13 +1,14 @@
 """Held-out evaluation of a trained model (``make eval-default``).
 
     python -m fixtalk.train.evaluate --checkpoint PATH --data DATA [--json OUT] [--device cpu]
-        [--plain-flow] [--no-pixel-warp] [--adapt]
+        [--plain-flow] [--no-pixel-warp] [--adapt [--recipe KEY=VALUE ...]]
 
 Frames are rendered as the pipeline renders them by default: relative flow
 (``render.relative_flow``) and the source-pixel warp (``render.pixel_warp``); ``--plain-flow`` and
 ``--no-pixel-warp`` measure the network without each. ``--adapt`` first adapts the model to the
 held-out portrait as ``adapt.enabled=true`` does (fixtalk.adapt on the first held-out clip's
-source frame, cached in DATA/adapted/).
+source frame, cached in DATA/adapted/); ``--recipe`` changes one of its settings
+(:class:`fixtalk.config.AdaptConfig`), to compare adaptation recipes.
 Uses only the clips of split ``eval`` under DATA (the synthetic set holds out the Grace Hopper
 portrait, two sentences, one espeak-ng voice and one LibriVox recording; see synthetic.py). The
 source image of a clip is its first frame. Four groups of figures, each line pass/fail:
@@ -45,12 +46,12 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from fixtalk.config import SilenceGate
+from fixtalk.config import AdaptConfig, SilenceGate
 from fixtalk.train.data_format import FPS, SAMPLE_RATE, Clip, list_clips, read_clip
 from fixtalk.train.face_meter import FaceMeter, head_angles, mouth_track, pearson
 from fixtalk.train.warp_targets import flow_diagnosis
@@ -207,12 +208,12 @@ def eval_pose(renderer, clips: list[Clip], stride: int) -> dict:
 # ---------------------------------------------------------------------------------- driver
 def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_clips: int = 5,
              recon_frames: int = 16, stride: int = 2, log=print, relative_flow: bool = True,
-             adapt: bool = False, pixel_warp: bool = True) -> dict:
+             adapt: bool = False, pixel_warp: bool = True, recipe: AdaptConfig | None = None) -> dict:
     """Run (a)-(d) on the held-out clips; returns {"figures", "checks", "passed", ...}.
     ``relative_flow``: render as the pipeline does by default (``render.relative_flow``).
     ``adapt``: first adapt the model to the held-out portrait (:func:`adapted_for_eval`), as the
     pipeline does with ``adapt.enabled=true``; ``pixel_warp``: the source-pixel warp
-    (``render.pixel_warp``)."""
+    (``render.pixel_warp``); ``recipe``: the adaptation's settings (default ``AdaptConfig()``)."""
     import torch
 
     from fixtalk.checkpoints import load_model
@@ -225,7 +226,7 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
                          "`fixtalk data synthetic OUT --eval-clips 5`")
     clips = [read_clip(p) for p in paths]
     model = load_model(checkpoint, device=device)
-    adapted = adapted_for_eval(model, checkpoint, clips[0], Path(data), log) if adapt else None
+    adapted = adapted_for_eval(model, checkpoint, clips[0], Path(data), log, recipe) if adapt else None
     if adapted is not None:
         model = load_model(adapted, device=device)
     if clips[0].frames.shape[1] != model.cfg.size:
@@ -256,18 +257,31 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
             "passed": all(c.passed is not False for c in checks)}
 
 
-def adapted_for_eval(model, checkpoint: str | None, clip: Clip, data: Path, log=print) -> Path:
-    """The model adapted (default settings) to the first held-out clip's source frame, the
-    portrait the renderer gets, cached under ``DATA/adapted/``; every held-out clip is one
-    photograph of the same person, so one adaptation serves all of them."""
+def adapted_for_eval(model, checkpoint: str | None, clip: Clip, data: Path, log=print,
+                     recipe: AdaptConfig | None = None) -> Path:
+    """The model adapted (``recipe``, default ``AdaptConfig()``) to the first held-out clip's
+    source frame, the portrait the renderer gets, cached under ``DATA/adapted/``; every held-out
+    clip is one photograph of the same person, so one adaptation serves all of them."""
     from fixtalk.adapt import adapt_cached, recipe_key
     from fixtalk.checkpoints import checkpoint_id
-    from fixtalk.config import AdaptConfig
 
-    cfg, base_id = AdaptConfig(), checkpoint_id(checkpoint)
+    cfg, base_id = recipe or AdaptConfig(), checkpoint_id(checkpoint)
     out = data / "adapted" / f"{clip.path.name}-{base_id}-{recipe_key(cfg)}.pt"
     return adapt_cached(model, np.array(clip.frames[0]), np.array(clip.landmarks[0]), cfg, out, base_id,
                         portrait=f"{clip.path.name} frame 0", log=log)
+
+
+def parse_recipe(items: list[str]) -> AdaptConfig:
+    """``AdaptConfig`` with ``KEY=VALUE`` overrides (each value read as its field's type)."""
+    cfg, known = AdaptConfig(), {f.name for f in fields(AdaptConfig)}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"--recipe {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        kind = type(getattr(cfg, key))
+        parsed = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
+        cfg = replace(cfg, **{key: parsed})
+    return cfg
 
 
 def make_checks(f: dict[str, dict]) -> list[Check]:
@@ -301,7 +315,8 @@ def make_checks(f: dict[str, dict]) -> list[Check]:
     ]
 
 
-def print_table(report: dict, out=sys.stdout) -> None:
+def print_table(report: dict, out=None) -> None:
+    out = sys.stdout if out is None else out
     rows = [(c["name"], c["value"], c["threshold"],
              "-" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")) for c in report["checks"]]
     w = [max(len(r[i]) for r in rows + [("metric", "value", "threshold", "")]) for i in range(3)]
@@ -327,12 +342,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="the generator's frames alone (render.pixel_warp.enabled=false)")
     ap.add_argument("--adapt", action="store_true",
                     help="adapt the model to the held-out portrait first (adapt.enabled=true)")
+    ap.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
+                    help="an adaptation setting (fixtalk.config.AdaptConfig), e.g. --recipe steps=1200")
     args = ap.parse_args(argv)
     try:
+        recipe = parse_recipe(args.recipe)
         report = evaluate(args.checkpoint, args.data, args.device, args.max_clips, args.recon_frames,
                           args.stride, log=lambda s: print(s, file=sys.stderr),
                           relative_flow=not args.plain_flow, adapt=args.adapt,
-                          pixel_warp=not args.no_pixel_warp)
+                          pixel_warp=not args.no_pixel_warp, recipe=recipe)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
