@@ -187,6 +187,7 @@ class StageConfig:
     flow_lr_mult: float = 1.0  # learning-rate factor of the decoder's flow/mask heads (dec.to_flows)
     still_flow: float = 0.0  # with relative_flow: mean |self-flow| of every level (keeps it a small bias)
     invariance: float = 0.0  # partial clips: banks a clip does not move read the source's weights
+    contour: float = 0.0  # L1 around the driver's jaw-line and nose points (losses.contour_l1)
     gan: float = 0.0
     gan_start: int = 0  # stage step from which the GAN terms are on
     r1: float = 10.0  # R1 penalty gamma on real images (StyleGAN2), applied lazily every r1_every D steps
@@ -252,6 +253,7 @@ class AdaptConfig:
     clip_seconds: float = 4.0
     partial_clips: bool = True  # one clip in three moves only the head, one only the lips
     invariance: float = 100.0  # with partial_clips: stage_steps.invariance_term
+    contour: float = 0.0  # losses.contour_l1 (tried for yaw: docs/model_card.md)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads while adapting (0 = every core: a Ray actor's default is 1)
     checkpoint_minutes: float = 2.0  # resumable state this often (a killed run continues)

@@ -235,8 +235,8 @@ class ClipRenderer:
         img = img.float()
         if levels is None:
             return img
-        offset = None if state.flow_offsets is None else state.flow_offsets[-1].float()
-        grid = finest_flow(levels.flow_logits[-1].float(), offset)
+        offset = levels.flow_offsets[-1]
+        grid = finest_flow(levels.flow_logits[-1].float(), None if offset is None else offset.float())
         return pixel_warp(img, state.image.float(), grid, self.pixel_warp)
 
     def render(self, state: SourceState, alpha_lip, alpha_pose=None, alpha_exp=None

@@ -77,6 +77,7 @@ def test_adaptation_fits_the_network_to_the_portrait_without_touching_the_loaded
     assert not all(torch.equal(adapted[k], v) for k, v in base.items() if k.startswith("dec."))
 
     apply_adapted(model, None, base, "test-base")  # back to the checkpoint's own weights
+    assert set(model.state_dict()) == set(base)
     assert all(torch.equal(base[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="adapted from checkpoint test-base"):
         apply_adapted(model, out, base, "another-base")

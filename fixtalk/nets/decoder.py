@@ -100,6 +100,7 @@ class DecoderLevels:
     eem_out: list[torch.Tensor] = field(default_factory=list)
     flow_logits: list[torch.Tensor] = field(default_factory=list)
     rgb: list[torch.Tensor] = field(default_factory=list)
+    flow_offsets: list[torch.Tensor | None] = field(default_factory=list)  # subtracted from each flow
 
 
 class Synthesis(nn.Module):
@@ -170,6 +171,7 @@ class Synthesis(nn.Module):
                 levels.eem_out.append(feat)
                 levels.flow_logits.append(skip_flow)
                 levels.rgb.append(skip_rgb)
+                levels.flow_offsets.append(offset)
         return skip_rgb
 
 

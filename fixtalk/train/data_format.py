@@ -136,6 +136,11 @@ def list_clips(root: str | Path, split: str | None = None) -> list[Path]:
 #: item's ``drive`` code (train.stage_steps.partial_drive). Real clips are "all".
 DRIVE_CODES = {"all": 0, "pose": 1, "lip": 2}
 
+#: Synthetic head-motion tracks of an item's ``head``, each with its neutral value and amplitude
+#: (train.synthetic.motion_tracks): the six degrees of freedom of the synthetic head.
+HEAD_TRACKS = {"yaw": (0.0, 16.0), "pitch": (0.0, 8.0), "roll": (0.0, 7.0),
+               "scale": (1.0, 0.05), "tx": (0.0, 0.035), "ty": (0.0, 0.025)}
+
 
 class TalkingFaceDataset(Dataset):
     """Self-driven samples: a source frame and ``window`` consecutive driving frames of one clip.
@@ -146,8 +151,8 @@ class TalkingFaceDataset(Dataset):
       ``index`` (T,) driving frame numbers, ``source_index`` ();
       ``landmarks`` (T,68,2) and ``source_landmarks`` (68,2) in pixels;
       ``mouth_open`` (T,) synthetic mouth-opening track (NaN for real clips); ``clip`` () clip number;
-      ``drive`` () the clip's :data:`DRIVE_CODES` code; ``head`` (T,3) synthetic yaw, pitch, roll
-      tracks in degrees (NaN for real clips);
+      ``drive`` () the clip's :data:`DRIVE_CODES` code; ``head`` (T,6) synthetic head tracks
+      :data:`HEAD_TRACKS` (NaN for real clips);
       with ``with_warp``: ``flow`` (2,S,S), ``mouth_mask`` (1,S,S), ``warp_valid`` () of the first
       driving frame (see :mod:`fixtalk.train.warp_targets`). ``colour_augment`` applies one random
       colour transform (:mod:`fixtalk.train.colour`) to an item's source and driving frames;
@@ -245,7 +250,7 @@ class TalkingFaceDataset(Dataset):
             "source_landmarks": torch.from_numpy(clip.landmarks[src].astype(np.float32)),
             "mouth_open": torch.from_numpy(mouth),
             "mouth_width": torch.from_numpy(self._track(tracks, "mouth_width", idx)),
-            "head": torch.from_numpy(np.stack([self._track(tracks, k, idx) for k in ("yaw", "pitch", "roll")], -1)),
+            "head": torch.from_numpy(np.stack([self._track(tracks, k, idx) for k in HEAD_TRACKS], -1)),
             "clip": torch.tensor(ci),
             "drive": torch.tensor(DRIVE_CODES[clip.meta.get("drive", "all")]),
         }

@@ -28,7 +28,8 @@ from fixtalk import losses as fx_losses
 from fixtalk.config import StageConfig
 from fixtalk.nets.decoder import DecoderLevels
 from fixtalk.train.composite import mouth_swap
-from fixtalk.train.losses import l1, latent_consistency, mouth_l1
+from fixtalk.train.data_format import HEAD_TRACKS
+from fixtalk.train.losses import contour_l1, l1, latent_consistency, mouth_l1
 from fixtalk.train.warp_targets import copy_loss, warp_loss
 
 
@@ -46,6 +47,8 @@ def image_terms(ctx: StepContext, fake: torch.Tensor, real: torch.Tensor, st: St
         out[prefix + "l1"] = st.l1 * l1(fake, real)
     if st.mouth and landmarks is not None:
         out[prefix + "mouth"] = st.mouth * mouth_l1(fake, real, landmarks)
+    if st.contour and landmarks is not None:
+        out[prefix + "contour"] = st.contour * contour_l1(fake, real, landmarks)
     if st.perceptual:
         out[prefix + "perc"] = st.perceptual * ctx.perceptual(fake, real)
     return out
@@ -56,15 +59,16 @@ def wants_warp(st: StageConfig) -> bool:
     return st.window == 1 and bool(st.flow or st.mask or st.mask_mouth or st.copy)
 
 
-def warp_terms(model, levels: DecoderLevels | None, batch: dict, st: StageConfig,
-               self_flow: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def warp_terms(model, levels: DecoderLevels | None, batch: dict, st: StageConfig) -> dict[str, torch.Tensor]:
     """*Choice* for synthetic data: flow and mask supervision of every decoder level and the
-    finest level's copy term (fixtalk.train.warp_targets); empty without targets. ``self_flow``:
-    relative flow's offsets of that render (the flow term then supervises f_d - f_s)."""
+    finest level's copy term (fixtalk.train.warp_targets); empty without targets. The offsets
+    that render subtracted from its flows (relative flow's f_s, recorded in ``levels``) are taken
+    into account: the flow term supervises the displacement rendered, f_d - f_s."""
     if levels is None or "flow" not in batch or not bool(batch["warp_valid"].any()):
         return {}
+    offsets = levels.flow_offsets if any(o is not None for o in levels.flow_offsets) else None
     terms = warp_loss(levels.flow_logits, batch["flow"], batch["mouth_mask"], batch["warp_valid"],
-                      st.flow, st.mask, st.mask_mouth, offsets=self_flow)
+                      st.flow, st.mask, st.mask_mouth, offsets=offsets)
     if st.copy:
         terms["copy"] = st.copy * copy_loss(levels.rgb, model.dec.to_rgbs[-1].upsample,
                                             batch["driving"][:, 0], batch["mouth_mask"], batch["warp_valid"])
@@ -106,15 +110,14 @@ def _tied(weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
     return F.mse_loss(weights[ok, :target.shape[1]], target[ok].to(weights.dtype))
 
 
-HEAD_SCALE = (16.0, 8.0, 7.0)  # synthetic yaw / pitch / roll amplitudes (degrees, synthetic.py)
-
-
 def track_term(alpha_lip: torch.Tensor, batch: dict, st: StageConfig,
                alpha_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """*Choice* for synthetic data (known motion tracks; NaN for real clips, which are skipped):
     tie the first two lip weights to the mouth opening and width, so the lip bank's leading
     directions mean "open" and "wide" from the start and the decoder gets a clean, strong signal;
-    with ``pose_track``, likewise the first three pose weights to the head's yaw, pitch and roll."""
+    with ``pose_track``, likewise the pose weights to the head's six tracks (yaw, pitch, roll,
+    scale, shift x / y; data_format.HEAD_TRACKS, each over its amplitude), so that a sideways
+    shift and a turn, which both move the nose, are told apart (docs/model_card.md)."""
     out = {}
     if st.track and "mouth_open" in batch:
         target = torch.stack([4.0 * batch["mouth_open"][:, 0], 4.0 * (batch["mouth_width"][:, 0] - 1.0)], 1)
@@ -122,8 +125,9 @@ def track_term(alpha_lip: torch.Tensor, batch: dict, st: StageConfig,
         if loss is not None:
             out["track"] = st.track * loss
     if st.pose_track and alpha_pose is not None and "head" in batch:
-        scale = torch.tensor(HEAD_SCALE, device=alpha_pose.device)
-        loss = _tied(alpha_pose, batch["head"][:, 0] / scale)
+        centre, amplitude = (torch.tensor(v, device=alpha_pose.device) for v in zip(*HEAD_TRACKS.values()))
+        k = min(alpha_pose.shape[1], len(HEAD_TRACKS))
+        loss = _tied(alpha_pose, ((batch["head"][:, 0] - centre) / amplitude)[:, :k])
         if loss is not None:
             out["pose_track"] = st.pose_track * loss
     return out
@@ -171,7 +175,7 @@ def base_losses(ctx: StepContext, batch: dict, st: StageConfig):
     if banks is not None:
         terms.update(invariance_term(*banks, batch["drive"], st))
     terms.update(track_term(alpha[0], batch, st, alpha[1]))
-    terms.update(warp_terms(ctx.model, levels, batch, st, aux["self_flow"]))
+    terms.update(warp_terms(ctx.model, levels, batch, st))
     terms.update(still_flow_term(aux["self_flow"], st))
     return terms, [image]
 
@@ -199,7 +203,7 @@ def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
     _, pose_w, exp_w = model.bank_weights(model.motion_code(model.encode(a_with_b_mouth)))
     cross_img, _, _ = _render(ctx, src, drv, alpha=(lip_w, pose_w, e_s), source_enc=enc_s, driver_enc=enc_d)
     terms = image_terms(ctx, self_img, drv, st, "self_", landmarks=lm)
-    terms.update(warp_terms(ctx.model, levels, batch, st, aux["self_flow"]))
+    terms.update(warp_terms(ctx.model, levels, batch, st))
     terms.update(image_terms(ctx, cross_img, drv, st, "cross_", landmarks=lm))
     if st.latent:
         lat_self = model.partial_latents(l_s, p_s)

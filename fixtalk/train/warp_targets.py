@@ -129,8 +129,8 @@ def flow_diagnosis(renderer, clips: list, max_frames: int) -> dict:
             model.decode(state.code.expand(b, -1), [f.expand(b, -1, -1, -1) for f in state.feats],
                          w["lip"], w["pose"], w["exp"], levels=levels, flow_offsets=state.flow_offsets,
                          source_motion=None if state.motion is None else state.motion.expand(b, -1))
-        own = finest_flow(levels.flow_logits[-1].float(),
-                          None if state.flow_offsets is None else state.flow_offsets[-1].float())
+        offset = levels.flow_offsets[-1]
+        own = finest_flow(levels.flow_logits[-1].float(), None if offset is None else offset.float())
         target = torch.stack([torch.from_numpy(warp_target(clip.landmarks[0], clip.landmarks[i], size)[0])
                               for i in idx]).permute(0, 2, 3, 1).to(device)
         src = as_t(clip.frames[:1]).expand(b, -1, -1, -1).to(device)
