@@ -43,6 +43,8 @@ def test_evaluate_reports_each_line_of_the_bar_for_the_default_model(eval_data, 
     f = report["figures"]
     # the meter reads the drivers' known head motion, so (d) measures the render, not noise
     assert f["pose"]["measure_check_roll"] > 0.9 and f["pose"]["measure_check_yaw"] > 0.8
+    follow = f["pose"]["shift_follow"]  # the default moves the head with a shift, by less than the driver
+    assert 0.05 < follow["jaw_ends"] < 1.5 and 0.05 < follow["nose"] < 1.5
     # the default model keeps the person (dlib's same-person distance) and copying is the baseline
     assert f["identity"]["max_distance"] < 0.6 and f["identity"]["no_face"] == 0
     assert np.isfinite(f["reconstruction"]["psnr"]) and 10.0 < f["reconstruction"]["psnr_copy"] < 40.0
