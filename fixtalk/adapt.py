@@ -117,7 +117,6 @@ def adaptation_stages(cfg: AdaptConfig) -> list[StageConfig]:
     return [StageConfig(name="base", steps=int(cfg.steps), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
                         l1=1.0, perceptual=1.0, mouth=float(cfg.mouth), track=float(cfg.track),
                         pose_track=float(cfg.pose_track), invariance=float(cfg.invariance),
-                        contour=float(cfg.contour),
                         flow=float(cfg.flow))]
 
 

@@ -253,7 +253,6 @@ class AdaptConfig:
     clip_seconds: float = 4.0
     partial_clips: bool = True  # one clip in three moves only the head, one only the lips
     invariance: float = 100.0  # with partial_clips: stage_steps.invariance_term
-    contour: float = 0.0  # losses.contour_l1 (tried for yaw: docs/model_card.md)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads while adapting (0 = every core: a Ray actor's default is 1)
     checkpoint_minutes: float = 2.0  # resumable state this often (a killed run continues)

@@ -51,9 +51,9 @@ def test_evaluate_reports_each_line_of_the_bar_for_the_default_model(eval_data, 
 
 
 def test_recipe_overrides_take_each_fields_type_and_name_a_wrong_key(eval_data, capsys):
-    cfg = parse_recipe(["steps=900", "contour=4", "partial_clips=false"])
-    assert (cfg.steps, cfg.contour, cfg.partial_clips) == (900, 4.0, False)
-    assert isinstance(cfg.steps, int) and isinstance(cfg.contour, float)
+    cfg = parse_recipe(["steps=900", "invariance=30", "partial_clips=false"])
+    assert (cfg.steps, cfg.invariance, cfg.partial_clips) == (900, 30.0, False)
+    assert isinstance(cfg.steps, int) and isinstance(cfg.invariance, float)
     assert main(["--data", str(eval_data), "--adapt", "--recipe", "stepz=3"]) == 2
     err = capsys.readouterr().err
     assert "stepz=3" in err and "steps" in err

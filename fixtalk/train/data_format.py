@@ -136,8 +136,8 @@ def list_clips(root: str | Path, split: str | None = None) -> list[Path]:
 #: item's ``drive`` code (train.stage_steps.partial_drive). Real clips are "all".
 DRIVE_CODES = {"all": 0, "pose": 1, "lip": 2}
 
-#: Synthetic head-motion tracks of an item's ``head``, each with its neutral value and amplitude
-#: (train.synthetic.motion_tracks): the six degrees of freedom of the synthetic head.
+#: The synthetic head's six motion tracks (train.synthetic.motion_tracks draws them, an item's
+#: ``head`` carries them), each with its neutral value and amplitude.
 HEAD_TRACKS = {"yaw": (0.0, 16.0), "pitch": (0.0, 8.0), "roll": (0.0, 7.0),
                "scale": (1.0, 0.05), "tx": (0.0, 0.035), "ty": (0.0, 0.025)}
 

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from fixtalk.config import AdaptConfig, SilenceGate
-from fixtalk.train.data_format import FPS, SAMPLE_RATE, Clip, list_clips, read_clip
+from fixtalk.train.data_format import FPS, HEAD_TRACKS, SAMPLE_RATE, Clip, list_clips, read_clip
 from fixtalk.train.face_meter import FaceMeter, head_angles, mouth_track, pearson
 from fixtalk.train.warp_targets import flow_diagnosis
 
@@ -222,7 +222,7 @@ def eval_shift(renderer, clip: Clip, frames: int = 50) -> dict:
     t = np.arange(frames)
     still = {k: np.zeros(frames) for k in ("yaw", "pitch", "roll", "ty", "blink", "mouth_open")}
     tracks = {**still, "scale": np.ones(frames), "mouth_width": np.ones(frames),
-              "tx": 0.035 * np.sin(2 * np.pi * t / 25)}
+              "tx": HEAD_TRACKS["tx"][1] * np.sin(2 * np.pi * t / 25)}
     driver, _ = render_tracks(base, lm, tracks, size)
     state = renderer.source(crop)
     out = _render(renderer, state, state.alpha_lip.expand(frames, -1), renderer.motion_weights(driver)["pose"])

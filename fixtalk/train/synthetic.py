@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fixtalk.train import crop as cropping
-from fixtalk.train.data_format import FPS, SAMPLES_PER_FRAME, write_clip
+from fixtalk.train.data_format import FPS, HEAD_TRACKS, SAMPLES_PER_FRAME, write_clip
 from fixtalk.train.face_warp import Motion, render_frame
 from fixtalk.train.speech import Utterance, speech_utterances, viseme_track
 
@@ -157,15 +157,11 @@ def blink_track(rng: np.random.Generator, n: int) -> np.ndarray:
 def motion_tracks(rng: np.random.Generator, n: int, still: bool = False) -> dict[str, np.ndarray]:
     """Head trajectory tracks (degrees / scale / crop fractions) for ``n`` frames."""
     k = 0.25 if still else 1.0
-    return {
-        "yaw": smooth_noise(rng, n, 16.0 * k, 90),
-        "pitch": smooth_noise(rng, n, 8.0 * k, 70),
-        "roll": smooth_noise(rng, n, 7.0 * k, 110),
-        "scale": 1.0 + smooth_noise(rng, n, 0.05 * k, 120),
-        "tx": smooth_noise(rng, n, 0.035 * k, 100),
-        "ty": smooth_noise(rng, n, 0.025 * k, 100),
-        "blink": blink_track(rng, n),
-    }
+    periods = {"yaw": 90, "pitch": 70, "roll": 110, "scale": 120, "tx": 100, "ty": 100}
+    out = {name: centre + smooth_noise(rng, n, amplitude * k, periods[name])
+           for name, (centre, amplitude) in HEAD_TRACKS.items()}
+    out["blink"] = blink_track(rng, n)
+    return out
 
 
 def render_tracks(base: np.ndarray, base_lm: np.ndarray, tracks: dict[str, np.ndarray],
