@@ -45,6 +45,8 @@ def test_evaluate_reports_each_line_of_the_bar_for_the_default_model(eval_data, 
     assert f["pose"]["measure_check_roll"] > 0.9 and f["pose"]["measure_check_yaw"] > 0.8
     follow = f["pose"]["shift_follow"]  # the default moves the head with a shift, by less than the driver
     assert 0.05 < follow["jaw_ends"] < 1.5 and 0.05 < follow["nose"] < 1.5
+    assert np.isfinite([f["pose"]["yaw_probe"][k] for k in ("yaw_corr", "yaw_gain")]).all()
+    assert "(d) ... a pure turn" in table
     # the default model keeps the person (dlib's same-person distance) and copying is the baseline
     assert f["identity"]["max_distance"] < 0.6 and f["identity"]["no_face"] == 0
     assert np.isfinite(f["reconstruction"]["psnr"]) and 10.0 < f["reconstruction"]["psnr_copy"] < 40.0
@@ -57,3 +59,22 @@ def test_recipe_overrides_take_each_fields_type_and_name_a_wrong_key(eval_data, 
     assert main(["--data", str(eval_data), "--adapt", "--recipe", "stepz=3"]) == 2
     err = capsys.readouterr().err
     assert "stepz=3" in err and "steps" in err
+
+
+def test_a_roll_probe_turns_the_rendered_head_with_the_driver_and_a_bad_track_is_named(eval_data):
+    from fixtalk.checkpoints import load_model
+    from fixtalk.config import PixelWarp
+    from fixtalk.inference import ClipRenderer
+    from fixtalk.train.data_format import list_clips, read_clip
+    from fixtalk.train.pose_probe import probe, single_track
+
+    renderer = ClipRenderer(load_model(None), batch_size=16, relative_flow=True,
+                            pixel_warp=PixelWarp(enabled=True))
+    clip = read_clip(list_clips(eval_data, split="eval")[0])
+    fig = probe(renderer, clip, "roll", frames=25)
+    # the default follows a tilt in sign (small: the base model's pose response is weak)
+    assert fig["roll_corr"] > 0.8 and 0.0 < fig["roll_gain"] < 1.5
+    tracks = single_track("tx", 25)
+    assert np.ptp(tracks["tx"]) > 0 and np.ptp(tracks["yaw"]) == 0 and np.all(tracks["scale"] == 1)
+    with pytest.raises(ValueError, match="unknown head track 'spin'.*yaw"):
+        single_track("spin", 10)

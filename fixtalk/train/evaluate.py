@@ -37,7 +37,8 @@ source image of a clip is its first frame. Four groups of figures, each line pas
     over jaw width) tracks measured with dlib on the drivers and on the renders; pass when both
     correlations are >= 0.5. The driver's measured tracks are also correlated with the known
     synthetic tracks (``meta.tracks``) to show the measurement itself is sound. Reported beside
-    it: how far the jaw ends and the nose follow a pure sideways shift (1 = a rigid head).
+    it, from single-axis probes (:mod:`fixtalk.train.pose_probe`): how far the jaw ends and the
+    nose follow a pure sideways shift (1 = a rigid head), and how a pure turn is followed.
 
 Exit status 0 when every line passes, 1 otherwise, 2 on bad arguments/data.
 """
@@ -53,8 +54,9 @@ from pathlib import Path
 import numpy as np
 
 from fixtalk.config import AdaptConfig, SilenceGate
-from fixtalk.train.data_format import FPS, HEAD_TRACKS, SAMPLE_RATE, Clip, list_clips, read_clip
+from fixtalk.train.data_format import FPS, SAMPLE_RATE, Clip, list_clips, read_clip
 from fixtalk.train.face_meter import FaceMeter, head_angles, mouth_track, pearson
+from fixtalk.train.pose_probe import probe
 from fixtalk.train.warp_targets import flow_diagnosis
 
 SILENCE_RMS = 1e-3  # -60 dBFS white noise: "silence" with a real (tiny) signal
@@ -206,37 +208,6 @@ def eval_pose(renderer, clips: list[Clip], stride: int) -> dict:
     return fig
 
 
-def eval_shift(renderer, clip: Clip, frames: int = 50) -> dict:
-    """(d) diagnostic: the source driven (pose only) by a synthetic clip of itself that only
-    shifts sideways (+-0.035 of the face box, about 5 px at 128 px; train.synthetic's motion
-    model): how far the render's jaw ends (dlib 0, 16) and nose tip (30) move per pixel of the
-    driver's shift. A rigid head gives 1 / 1; a render that moves only the middle of the face
-    reads a shift as a head turn (docs/model_card.md, round 3 of "Portrait adaptation")."""
-    import cv2
-
-    from fixtalk.train.synthetic import render_tracks
-
-    crop, lm = np.array(clip.frames[0]), np.asarray(clip.landmarks[0], np.float64)
-    size = crop.shape[0]
-    base = cv2.resize(crop, (2 * size, 2 * size), interpolation=cv2.INTER_CUBIC)
-    t = np.arange(frames)
-    still = {k: np.zeros(frames) for k in ("yaw", "pitch", "roll", "ty", "blink", "mouth_open")}
-    tracks = {**still, "scale": np.ones(frames), "mouth_width": np.ones(frames),
-              "tx": HEAD_TRACKS["tx"][1] * np.sin(2 * np.pi * t / 25)}
-    driver, _ = render_tracks(base, lm, tracks, size)
-    state = renderer.source(crop)
-    out = _render(renderer, state, state.alpha_lip.expand(frames, -1), renderer.motion_weights(driver)["pose"])
-    x_drv, x_out = FaceMeter().landmarks(driver)[..., 0], FaceMeter().landmarks(out)[..., 0]
-
-    def follow(idx: list[int]) -> float:  # slope of the render's x against the driver's
-        d, o = x_drv[:, idx].mean(1), x_out[:, idx].mean(1)
-        keep = np.isfinite(d) & np.isfinite(o)
-        d, o = d[keep] - d[keep].mean(), o[keep] - o[keep].mean()
-        return float((d * o).sum() / max(float((d * d).sum()), 1e-9))
-
-    return {"jaw_ends": follow([0, 16]), "nose": follow([30])}
-
-
 # ---------------------------------------------------------------------------------- driver
 def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_clips: int = 5,
              recon_frames: int = 16, stride: int = 2, log=print, relative_flow: bool = True,
@@ -280,7 +251,8 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
     figs["identity"] = eval_identity(sources + sources, recon + speech, per_clip=8)
     log(f"[eval] (c) done in {time.monotonic() - t0:.0f} s")
     figs["pose"] = eval_pose(renderer, clips, stride)
-    figs["pose"]["shift_follow"] = eval_shift(renderer, clips[0])
+    figs["pose"]["shift_follow"] = probe(renderer, clips[0], "tx")
+    figs["pose"]["yaw_probe"] = probe(renderer, clips[0], "yaw")
     log(f"[eval] (d) done in {time.monotonic() - t0:.0f} s")
     checks = make_checks(figs)
     return {"checkpoint": str(checkpoint or "default"), "data": str(data), "relative_flow": relative_flow,
@@ -347,6 +319,8 @@ def make_checks(f: dict[str, dict]) -> list[Check]:
         Check("(d) head yaw corr driver/render", f"{d['corr_yaw']:.3f}", ">= 0.5", d["corr_yaw"] >= 0.5),
         Check("(d) ... a sideways shift followed by the jaw ends / nose (1 = rigid)",
               f"{d['shift_follow']['jaw_ends']:.2f} / {d['shift_follow']['nose']:.2f}", "reported", None),
+        Check("(d) ... a pure turn (the source turned +-16 deg): yaw corr / gain (1 = full)",
+              f"{d['yaw_probe']['yaw_corr']:.2f} / {d['yaw_probe']['yaw_gain']:.2f}", "reported", None),
     ]
 
 
