@@ -103,7 +103,10 @@ class ClipRenderer:
         if arr.ndim != nd or arr.shape[-3:] != (s, s, 3) or (not single and arr.shape[0] == 0):
             raise ValueError(f"{what}: expected shape {want} (RGB, resized/cropped to the model "
                              f"size {s}), got {arr.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+        # read-only arrays (np.load, PIL views) are copied: torch wants writable memory
+        if not (arr.flags.writeable and arr.flags.c_contiguous):
+            arr = np.array(arr, order="C")
+        t = torch.from_numpy(arr).to(self.device)
         t = t.unsqueeze(0) if single else t
         t = t.permute(0, 3, 1, 2).to(self.dtype) / 255.0
         return (t - 0.5) / 0.5

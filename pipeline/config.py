@@ -133,6 +133,10 @@ class QCConfig:
     syncnet_weights: str | None = None  # syncnet_v2.model for LSE-C/LSE-D; None skips them
     syncnet_device: str = "cpu"
     analysis_max_side: int = 640  # output frames are scaled down to this longer side for QC
+    # full-picture output: faces are measured in an upright view of view_size px around the face
+    # crop (view_context times the crop's side), wherever the face is and however it is rolled
+    view_size: int = 384
+    view_context: float = 2.0
     max_lag_frames: int = 10  # search range of the offline sync lag
     sync_max_seconds: float = 120.0  # sync is measured on the first N seconds
     identity_plot: bool = True  # OUT/qc/<clip_id>_identity.png for flagged clips

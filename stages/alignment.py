@@ -58,17 +58,26 @@ def similarity_transform(landmarks: np.ndarray, size: int, crop_scale: float = 1
     return cv2.getAffineTransform(src, dst).astype(np.float64)
 
 
-def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int,
+                 border: int = cv2.BORDER_REFLECT_101) -> np.ndarray:
     """Cut the aligned crop. Large reductions are pre-shrunk with area averaging (no aliasing);
-    outside the picture, pixels are mirrored."""
+    outside the picture, pixels are mirrored (``border``; ``cv2.BORDER_CONSTANT``: black)."""
     matrix = np.asarray(matrix, dtype=np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if scale < 0.5:
         f = 2.0 * scale
         image = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         matrix = matrix @ np.diag([1 / f, 1 / f, 1.0])
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT_101)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+
+
+def face_view(matrix: np.ndarray, crop_size: int, size: int, context: float) -> np.ndarray:
+    """2x3 matrix: portrait pixels -> a ``size`` x ``size`` view with the aligned crop of
+    ``matrix`` (portrait -> ``crop_size`` crop) in its middle, ``context`` times wider: the face
+    upright at any roll, at a size a detector likes, wherever it is in a picture of any size."""
+    k = size / (crop_size * float(context))
+    scale = np.array([[k, 0.0, size / 2 - k * crop_size / 2], [0.0, k, size / 2 - k * crop_size / 2]])
+    return scale @ np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
 
 
 def transform_points(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:

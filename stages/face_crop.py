@@ -60,14 +60,6 @@ def face_roll(landmarks: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(e[1], e[0])))
 
 
-def upright_quarter_turns(landmarks: np.ndarray) -> int:
-    """k in 0..3 such that ``np.rot90(image, k)`` (k counter-clockwise quarter turns) shows the face
-    nearest to upright: its :func:`face_roll` (clockwise) rounded to quarter turns. A sideways or
-    upside-down portrait is rendered as it is; whoever measures faces in its frames (QC) turns
-    them by k first, as face detectors want upright faces."""
-    return int(round(face_roll(landmarks) / 90.0)) % 4
-
-
 def face_width(landmarks: np.ndarray) -> float:
     """Size of a face in pixels: the larger of the jaw width (points 0-16) and the nose-bridge to
     chin length (27-8), so a face turned sideways is not under-measured."""

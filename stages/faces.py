@@ -28,8 +28,13 @@ class Face:
 
 @lru_cache(maxsize=1)
 def _dlib_models():
+    import warnings
+
     import dlib
-    import face_recognition_models as frm
+
+    with warnings.catch_warnings():  # the package imports the deprecated pkg_resources
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import face_recognition_models as frm
 
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(frm.pose_predictor_model_location())

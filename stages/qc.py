@@ -6,9 +6,11 @@ For one rendered clip ``OUT/clips/<clip_id>.mp4`` this stage
   reports CSIM (cosine similarity) mean / min / 10th percentile / slope per second (drift), with
   the embedder's name (:mod:`stages.identity`);
 * counts faces in the sampled frames (``face_presence`` = share with exactly one face);
-* measures faces upright: frames of a sideways or upside-down portrait (``output: full``) and the
-  portrait itself are turned by the face crop's quarter turns first
-  (:func:`stages.face_crop.upright_quarter_turns`), as the detector finds upright faces only;
+* measures the face where the face crop found it: with ``render.output: full`` every frame and
+  the portrait are cut to an upright ``qc.view_size`` view around the face crop
+  (:func:`stages.alignment.face_view`), so a small face in a large picture, an off-centre face
+  or a rolled / sideways / upside-down portrait reads as an upright face of a size the detector
+  finds (dlib's detector wants upright faces of about 80 px or more);
 * tracks the mouth opening on every frame (landmarks in the last detected box between sampled
   frames) against the audio envelope of the clip's own audio track (:mod:`stages.lipsync`), and
   runs SyncNet when ``qc.syncnet_weights`` is given (:mod:`stages.syncnet`);
@@ -25,12 +27,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.delivery import audio_file_duration, delivery_metrics
-from stages.face_crop import load_landmarks, upright_quarter_turns
+from stages.alignment import face_view, warp_to_crop
+from stages.face_crop import load_transform
 from stages.faces import box_from_landmarks, detect_faces, fit_landmarks, mouth_opening
 from stages.identity import Embedder, cosine, csim_stats, make_embedder
 from stages.images import read_rgb
@@ -83,9 +87,9 @@ class QCStage(Stage):
         fps = metrics["fps_out"] if math.isfinite(metrics["fps_out"]) and metrics["fps_out"] > 0 \
             else float(row.get("fps") or self.config.ingest.fps)
 
-        turns = self._quarter_turns(row)
-        reference = self._reference_embedding(row, turns)
-        track = self._analyse_frames(clip, reference, fps, turns) if metrics["vcodec"] else _empty_track()
+        view = self._face_view(row)
+        reference = self._reference_embedding(row, view)
+        track = self._analyse_frames(clip, reference, fps, view) if metrics["vcodec"] else _empty_track()
         metrics.update(self._identity_metrics(track, fps))
         samples = self._speech(clip, row, metrics)
         curves = self._sync_metrics(track, samples, fps, metrics)
@@ -123,43 +127,53 @@ class QCStage(Stage):
             return audio_file_duration(wav)
         return metrics["duration_audio_s"]
 
-    def _quarter_turns(self, row: dict[str, Any]) -> int:
-        """Quarter turns that put the portrait's face upright in full-picture frames (0 for crops)."""
+    def _face_view(self, row: dict[str, Any]) -> np.ndarray | None:
+        """Full-picture frames -> the upright view of the face (None for crop output, or when the
+        row has no face transform)."""
         path = row.get("face_transform")
         if self.config.render.output == "crop" or not path or not Path(str(path)).is_file():
-            return 0
-        return upright_quarter_turns(load_landmarks(path))
+            return None
+        matrix, crop_size, _ = load_transform(path)
+        return face_view(matrix, crop_size, int(self.cfg.view_size), float(self.cfg.view_context))
 
-    def _reference_embedding(self, row: dict[str, Any], turns: int = 0) -> np.ndarray | None:
+    def _reference_embedding(self, row: dict[str, Any], view: np.ndarray | None = None
+                             ) -> np.ndarray | None:
         """The source face's embedding (portrait, else the aligned crop), cached per file."""
         key = tuple((str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) if p and os.path.isfile(p)
-                    else None for p in (row.get("portrait"), row.get("crop_path"))) + (turns,)
+                    else None for p in (row.get("portrait"), row.get("face_crop")))
+        key += (None if view is None else tuple(np.round(view, 6).ravel()),)
         if key not in self._references:
             if len(self._references) > 256:
                 self._references.clear()
-            self._references[key] = self._embed_source(row, turns)
+            self._references[key] = self._embed_source(row, view)
         return self._references[key]
 
-    def _embed_source(self, row: dict[str, Any], turns: int = 0) -> np.ndarray | None:
-        for key in ("portrait", "crop_path"):
+    def _embed_source(self, row: dict[str, Any], view: np.ndarray | None = None) -> np.ndarray | None:
+        """With a ``view``, the portrait as the render reads it (``portrait_image``, else
+        ``portrait``, at ``ingest.max_image_side``) cut to that view; else the whole portrait;
+        then the aligned crop when no face is found."""
+        candidates = []
+        if view is not None:
+            source = row.get("portrait_image") or row.get("portrait")
+            if source and Path(str(source)).is_file():
+                image = read_rgb(source, max_side=int(self.config.ingest.max_image_side), even=True)
+                candidates.append(warp_to_crop(image, view, int(self.cfg.view_size), cv2.BORDER_CONSTANT))
+        for key in ("portrait", "face_crop"):
             path = row.get(key)
-            if not path or not Path(str(path)).is_file():
-                continue
-            image = read_rgb(path, max_side=1600)
-            if key == "portrait" and turns:
-                image = np.ascontiguousarray(np.rot90(image, turns))
+            if path and Path(str(path)).is_file():
+                candidates.append(read_rgb(path, max_side=1600))
+        for image in candidates:
             faces = detect_faces(image, upsample=1 if max(image.shape[:2]) < 800 else 0)
             if faces:
                 return self.embedder.embed(image, faces[0])
         return None
 
-    def _analyse_frames(self, clip: Path, reference: np.ndarray | None, fps: float, turns: int = 0
-                        ) -> dict[str, list]:
-        """One pass over the frames (each turned by ``turns`` quarter turns): sampled frames get
+    def _analyse_frames(self, clip: Path, reference: np.ndarray | None, fps: float,
+                        view: np.ndarray | None = None) -> dict[str, list]:
+        """One pass over the frames (each cut to ``view`` when given, else scaled down to
+        ``qc.analysis_max_side``): sampled frames get
         detection (+ CSIM); every frame within ``sync_max_seconds`` gets a mouth opening (and a
         SyncNet crop when enabled)."""
-        import cv2
-
         k, max_side = self.cfg.sample_every, self.cfg.analysis_max_side
         sync_frames = int(self.cfg.sync_max_seconds * fps)
         track: dict[str, list] = _empty_track()
@@ -168,12 +182,12 @@ class QCStage(Stage):
         for chunk in iter_video_frames(clip):
             for frame in chunk:
                 scale = max_side / max(frame.shape[:2])
-                if scale < 1:
+                if view is not None:
+                    frame = warp_to_crop(frame, view, int(self.cfg.view_size), cv2.BORDER_CONSTANT)
+                elif scale < 1:
                     frame = cv2.resize(frame, (round(frame.shape[1] * scale),
                                                round(frame.shape[0] * scale)),
                                        interpolation=cv2.INTER_AREA)
-                if turns:
-                    frame = np.ascontiguousarray(np.rot90(frame, turns))
                 landmarks = None
                 if n % k == 0:
                     faces = detect_faces(frame, upsample=1 if max(frame.shape[:2]) < 400 else 0)

@@ -122,7 +122,7 @@ def talking_frames(media: dict, amplitude_px: float) -> list[np.ndarray]:
 
 def qc_row(media: dict, clip: Path, out_dir: Path) -> dict:
     return {"clip_id": clip.stem, "portrait": str(media["portrait"]), "audio_wav": str(media["wav"]),
-            "output_path": str(clip), "crop_path": str(media["crop_png"]), "out_dir": str(out_dir),
+            "output_path": str(clip), "face_crop": str(media["crop_png"]), "out_dir": str(out_dir),
             "fps": FPS, "frames": len(media["env"]), "status": "ok"}
 
 
@@ -328,33 +328,40 @@ def test_syncnet_plumbing_with_random_weights(media, clips, tmp_path):
     assert len(curves["syncnet_mdist"]) == 31
 
 
-def test_sideways_portrait_is_measured_upright(stage, media, qc, tmp_path):
-    """A portrait lying on its side renders sideways (output: full); QC turns the frames and the
-    portrait by the face crop's quarter turns, so identity, face presence and sync read as for the
-    upright clip. Without the turn the detector finds no face at all."""
+@pytest.mark.parametrize("place", [
+    # (canvas w, h, scale, roll in degrees counter-clockwise, face centre x, y)
+    pytest.param((360, 360, 1.0, 90.0, 180, 180), id="sideways"),
+    pytest.param((1600, 1200, 0.45, 30.0, 1280, 880), id="small-rolled-off-centre"),
+])
+def test_faces_in_full_pictures_are_measured_where_the_face_crop_found_them(stage, media, qc, tmp_path, place):
+    """Full-picture output (``render.output: full``): QC cuts every frame and the portrait to an
+    upright view around the face crop, so a sideways portrait and a small, rolled face off-centre
+    in a large picture read as the upright crop does. Without the face transform the detector,
+    on the whole frame, finds no face."""
     import cv2
 
-    from stages.face_crop import upright_quarter_turns
+    from stages.alignment import similarity_transform, transform_points
 
-    portrait = np.ascontiguousarray(np.rot90(cv2.cvtColor(cv2.imread(str(media["portrait"])),
-                                                          cv2.COLOR_BGR2RGB), -1))
-    h0 = portrait.shape[1]  # height of the upright portrait
-    lm = detect_faces(_astronaut())[0].landmarks
-    lm_side = np.stack([h0 - 1 - lm[:, 1], lm[:, 0]], 1)  # the same points after np.rot90(., -1)
-    assert upright_quarter_turns(lm_side) == 1 and upright_quarter_turns(lm) == 0
-    cv2.imwrite(str(tmp_path / "side.png"), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
+    w, h, scale, roll, x, y = place
+    c = media["crop"].shape[0] / 2
+    g = cv2.getRotationMatrix2D((c, c), roll, scale)
+    g[:, 2] += (x - c, y - c)  # crop px -> picture px
+
+    def picture(img: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(img, g, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 110, 90))
+
+    lm = transform_points(g, media["landmarks"])
+    cv2.imwrite(str(tmp_path / "picture.png"), cv2.cvtColor(picture(media["crop"]), cv2.COLOR_RGB2BGR))
     face_json = tmp_path / "face.json"
-    face_json.write_text(json.dumps({"matrix": [[1, 0, 0], [0, 1, 0]], "size": 128,
-                                     "image_width": portrait.shape[1], "image_height": portrait.shape[0],
-                                     "landmarks": lm_side.tolist()}))
-    frames = [np.ascontiguousarray(np.rot90(f, -1)) for f in talking_frames(media, 12.0)]
-    clip = make_clip(tmp_path / "side.mp4", frames, media["wav"])
-    row = {**qc_row(media, clip, tmp_path), "portrait": str(tmp_path / "side.png"),
+    face_json.write_text(json.dumps({"matrix": similarity_transform(lm, 128).tolist(), "size": 128,
+                                     "image_width": w, "image_height": h, "landmarks": lm.tolist()}))
+    clip = make_clip(tmp_path / "full.mp4", [picture(f) for f in talking_frames(media, 12.0)], media["wav"])
+    row = {**qc_row(media, clip, tmp_path), "portrait": str(tmp_path / "picture.png"),
            "face_transform": str(face_json)}
-    side, upright = stage.run_row(row), qc("talking")
-    assert side["status"] == "ok", side.get("error_message")
-    assert side["face_presence"] == 1.0 and side["csim_mean"] > 0.95
-    assert side["sync_corr"] > 0.6 and abs(side["sync_lag_frames"]) <= 1
-    assert abs(side["csim_mean"] - upright["csim_mean"]) < 0.02
+    full, upright = stage.run_row(row), qc("talking")
+    assert full["status"] == "ok", full.get("error_message")
+    assert full["face_presence"] == 1.0 and full["csim_mean"] > 0.95
+    assert full["sync_corr"] > 0.6 and abs(full["sync_lag_frames"]) <= 1
+    assert abs(full["csim_mean"] - upright["csim_mean"]) < 0.03
     blind = QCStage(PipelineConfig()).run_row({**row, "face_transform": None})
     assert blind["face_presence"] == 0.0 and blind["qc_status"] == "fail"
