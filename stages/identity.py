@@ -135,14 +135,23 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def csim_stats(scores: np.ndarray, times_s: np.ndarray) -> dict[str, float]:
     """Mean, min, 10th percentile and drift slope (CSIM per second, least squares) of the CSIM
-    curve; NaN entries (no face) are ignored. All NaN when no frame scored."""
+    curve, with ``csim_slope_bound``, the upper end of the slope's 95 % confidence interval
+    (slope + 1.96 standard errors): a drift that a few noisy samples of a short clip only seem
+    to show stays above the QC limit. NaN entries (no face) are ignored; all NaN when no frame
+    scored."""
     s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(times_s, dtype=np.float64)
     keep = np.isfinite(s)
     if not keep.any():
         nan = float("nan")
-        return {"csim_mean": nan, "csim_min": nan, "csim_p10": nan, "csim_slope": nan}
+        return {"csim_mean": nan, "csim_min": nan, "csim_p10": nan, "csim_slope": nan,
+                "csim_slope_bound": nan}
     s, t = s[keep], t[keep]
-    slope = float(np.polyfit(t, s, 1)[0]) if len(s) >= 2 and np.ptp(t) > 0 else 0.0
+    slope = bound = 0.0
+    if len(s) >= 2 and np.ptp(t) > 0:
+        from scipy.stats import linregress
+
+        fit = linregress(t, s)
+        slope, bound = float(fit.slope), float(fit.slope + 1.96 * fit.stderr)
     return {"csim_mean": float(s.mean()), "csim_min": float(s.min()),
-            "csim_p10": float(np.percentile(s, 10)), "csim_slope": slope}
+            "csim_p10": float(np.percentile(s, 10)), "csim_slope": slope, "csim_slope_bound": bound}

@@ -185,7 +185,24 @@ def test_csim_stats_report_drift():
     stats = csim_stats(np.r_[0.99 - 0.01 * t[:-1], np.nan], t)
     assert stats["csim_slope"] == pytest.approx(-0.01)
     assert stats["csim_min"] == pytest.approx(0.91)
+    assert stats["csim_slope_bound"] == pytest.approx(-0.01)  # a clean line: no doubt
     assert math.isnan(csim_stats(np.full(3, np.nan), np.arange(3.0))["csim_mean"])
+
+
+@pytest.mark.parametrize("seconds, slope, flagged", [
+    (3.0, -0.0025, False),  # 15 samples of a 3-s clip: this slope is within their noise
+    (60.0, -0.0025, True),  # the same slope held for a minute is identity loss
+])
+def test_drift_is_flagged_only_when_the_samples_show_it(seconds, slope, flagged):
+    from stages.qc_rules import judge
+
+    t = np.arange(0, seconds, 0.2)
+    curve = 0.985 + slope * t + np.random.default_rng(3).normal(0, 0.004, len(t))
+    stats = csim_stats(curve, t)
+    assert stats["csim_slope"] < -0.002  # the bare slope is below the limit either way
+    metrics = {**stats, "qc_embedder": "dlib", "face_presence": 1.0}
+    _, reasons = judge(metrics, PipelineConfig().qc, fps=25.0, lufs_target=None)
+    assert ("identity drift" in reasons) is flagged, reasons
 
 
 def test_onnx_embedder_aligns_to_the_arcface_template(tmp_path):
