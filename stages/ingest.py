@@ -33,6 +33,12 @@ def present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) != ""
 
 
+def portrait_source(row: dict[str, Any]) -> str:
+    """The portrait file the face crop's transform was made on: ingest's normalised copy
+    (``portrait_image``), else the row's ``portrait``; read it with ``ingest.max_image_side``."""
+    return str(row["portrait_image"] if present(row.get("portrait_image")) else row["portrait"])
+
+
 def work_dir_of(row: dict[str, Any]) -> Path:
     """``OUT/work/<clip_id>`` (from the row's ``work_dir``, else from ``out_dir``), created."""
     if present(row.get("work_dir")):

@@ -25,19 +25,20 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
-from stages.delivery import audio_file_duration, delivery_metrics
 from stages.alignment import face_view, warp_to_crop
+from stages.delivery import audio_file_duration, delivery_metrics
 from stages.face_crop import load_transform
 from stages.faces import box_from_landmarks, detect_faces, fit_landmarks, mouth_opening
 from stages.identity import Embedder, cosine, csim_stats, make_embedder
 from stages.images import read_rgb
+from stages.ingest import portrait_source
 from stages.lipsync import audio_envelope, best_lag
 from stages.media import decode_audio, first_stream, iter_video_frames, probe
 from stages.qc_rules import csim_limits, judge
@@ -149,24 +150,23 @@ class QCStage(Stage):
         return self._references[key]
 
     def _embed_source(self, row: dict[str, Any], view: np.ndarray | None = None) -> np.ndarray | None:
-        """With a ``view``, the portrait as the render reads it (``portrait_image``, else
-        ``portrait``, at ``ingest.max_image_side``) cut to that view; else the whole portrait;
-        then the aligned crop when no face is found."""
-        candidates = []
-        if view is not None:
-            source = row.get("portrait_image") or row.get("portrait")
-            if source and Path(str(source)).is_file():
-                image = read_rgb(source, max_side=int(self.config.ingest.max_image_side), even=True)
-                candidates.append(warp_to_crop(image, view, int(self.cfg.view_size), cv2.BORDER_CONSTANT))
-        for key in ("portrait", "face_crop"):
-            path = row.get(key)
-            if path and Path(str(path)).is_file():
-                candidates.append(read_rgb(path, max_side=1600))
-        for image in candidates:
+        """The first face found in: with a ``view``, the portrait as the render reads it
+        (:func:`stages.ingest.portrait_source`) cut to that view; the whole portrait; the
+        aligned crop."""
+        for image in self._source_images(row, view):
             faces = detect_faces(image, upsample=1 if max(image.shape[:2]) < 800 else 0)
             if faces:
                 return self.embedder.embed(image, faces[0])
         return None
+
+    def _source_images(self, row: dict[str, Any], view: np.ndarray | None) -> Iterator[np.ndarray]:
+        if view is not None and Path(portrait_source(row)).is_file():
+            image = read_rgb(portrait_source(row), max_side=int(self.config.ingest.max_image_side), even=True)
+            yield warp_to_crop(image, view, int(self.cfg.view_size), cv2.BORDER_CONSTANT)
+        for key in ("portrait", "face_crop"):
+            path = row.get(key)
+            if path and Path(str(path)).is_file():
+                yield read_rgb(path, max_side=1600)
 
     def _analyse_frames(self, clip: Path, reference: np.ndarray | None, fps: float,
                         view: np.ndarray | None = None) -> dict[str, list]:
@@ -181,10 +181,10 @@ class QCStage(Stage):
         n = 0
         for chunk in iter_video_frames(clip):
             for frame in chunk:
-                scale = max_side / max(frame.shape[:2])
                 if view is not None:
                     frame = warp_to_crop(frame, view, int(self.cfg.view_size), cv2.BORDER_CONSTANT)
-                elif scale < 1:
+                elif max(frame.shape[:2]) > max_side:
+                    scale = max_side / max(frame.shape[:2])
                     frame = cv2.resize(frame, (round(frame.shape[1] * scale),
                                                round(frame.shape[0] * scale)),
                                        interpolation=cv2.INTER_AREA)

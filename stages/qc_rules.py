@@ -107,10 +107,11 @@ def _identity(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
     if not v.below(m, "csim_mean", fail, "fail", "identity", note):
         v.below(m, "csim_mean", warn, "warn", "identity", note)
     v.below(m, "csim_min", min_warn, "warn", "identity", note)
+    # drift only when the slope's 95 % bound is below the limit (the bare slope for older rows)
     slope, bound, limit = m.get("csim_slope"), m.get("csim_slope_bound"), cfg.csim_slope_warn
-    if limit is not None and _finite(slope) and slope < limit and not (_finite(bound) and bound >= limit):
-        shown = f" (95% bound {bound:+.4f})" if _finite(bound) else ""
-        v.add("warn", f"identity drift: csim_slope {slope:+.4f}/s{shown} < {limit:+.4f}/s")
+    drift = bound if _finite(bound) else slope
+    if limit is not None and _finite(drift) and drift < limit:
+        v.add("warn", f"identity drift: csim_slope {slope:+.4f}/s (95% bound {drift:+.4f}) < {limit:+.4f}/s")
     if not _finite(m.get("csim_mean")) and m.get("frames_sampled", 0):
         v.add("fail", "identity: no face found in the source portrait or in any sampled frame")
     if not v.below(m, "face_presence", cfg.face_presence_fail, "fail", "face"):

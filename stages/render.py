@@ -21,7 +21,7 @@ from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.face_crop import load_landmarks, load_transform
 from stages.images import read_rgb
-from stages.ingest import present, work_dir_of
+from stages.ingest import portrait_source, work_dir_of
 from stages.media import FfmpegWriter, MediaError
 from stages.model_runtime import load_runtime
 from stages.paste import LowerFaceComposite, PasteBack, crop_landmarks, lower_face_mask
@@ -119,8 +119,7 @@ class RenderStage(Stage):
         if crop_size != size:
             raise ClipError(f"the crop transform is for {crop_size} px, the model renders {size}",
                             field="portrait")
-        source = row["portrait_image"] if present(row.get("portrait_image")) else row["portrait"]
-        portrait = read_rgb(source, max_side=self.max_image_side, even=True)
+        portrait = read_rgb(portrait_source(row), max_side=self.max_image_side, even=True)
         if portrait.shape[:2] != (h, w):
             raise ClipError(f"the portrait is {portrait.shape[1]}x{portrait.shape[0]} but was "
                             f"cropped at {w}x{h}; rerun face_crop", field="portrait")
