@@ -12,6 +12,9 @@ How. Only the portrait is used (never the clip's audio or driving video):
 1. :func:`portrait_clips`: the aligned portrait crop I_s and its 68 landmarks are made to move by
    the synthetic self-driven model of :mod:`fixtalk.train.synthetic` (head yaw/pitch/roll, scale,
    shift, blinks, and a mouth track drawn from random syllables); every frame's warp is known.
+   Without ``shift`` (default) the head turns, tilts and scales in place: a driving video's
+   shift is put back rigidly after the generator (:mod:`fixtalk.shift_stitching`), so the
+   adaptation spends its steps on the turn, which a shift would otherwise be confused with.
    With ``partial_clips`` (default), one clip in three moves only the head and one only the
    lips, and those are rendered from the *source's* weights for the banks they do not move
    (:func:`fixtalk.train.stage_steps.partial_drive`): each bank must carry its own motion, as
@@ -95,6 +98,8 @@ def portrait_clips(crop: np.ndarray, landmarks: np.ndarray, out: str | Path, cfg
         tracks = motion_tracks(rng, n, still=bool(rng.random() < 0.25))
         tracks["mouth_open"] = mouth_open.astype(np.float64)
         tracks["mouth_width"] = width.astype(np.float64)
+        if not cfg.shift:  # the head turns, tilts and scales in place (fixtalk.shift_stitching)
+            tracks["tx"], tracks["ty"] = np.zeros(n), np.zeros(n)
         drive = ("all", "pose", "lip")[i % 3] if cfg.partial_clips else "all"
         if drive == "pose":  # the head moves, the mouth and eyes stay as in the portrait
             tracks.update(mouth_open=np.zeros(n), mouth_width=np.ones(n), blink=np.zeros(n))

@@ -54,6 +54,24 @@ class SilenceGate:
 
 
 @dataclass
+class ShiftStitching:
+    """Inference policy (not part of EDTalk/FixTalk, :mod:`fixtalk.shift_stitching`): a driving
+    video's head *shift* bypasses the generator.
+
+    Per driving frame, the head motion (yaw, pitch, roll, scale, shift) is fitted to its rigid
+    dlib-68 landmarks (relative to the clip's median, smoothed over ``smoothing_sigma`` frames);
+    the motion encoder reads the frame with its head moved back by the shift, and the shift is put
+    back rigidly on the rendered frame, so a shift is never rendered as a turn. ``reference``:
+    ``median`` (the portrait's head sits where the video's head is on average) or ``first`` (where
+    it is in the video's first frame: the portrait is a still of that video, FOMM's relative
+    mode). ``enabled=False`` drives the generator with the video's own frames, as EDTalk does."""
+
+    enabled: bool = True
+    smoothing_sigma: float = 1.0
+    reference: str = "median"  # median | first
+
+
+@dataclass
 class PixelWarp:
     """Inference policy (not part of EDTalk/FixTalk, :mod:`fixtalk.pixel_warp`): the source's own
     pixels, moved by the generator's finest flow, wherever the generator only moves them.
@@ -252,6 +270,7 @@ class AdaptConfig:
     clips: int = 12
     clip_seconds: float = 4.0
     partial_clips: bool = True  # one clip in three moves only the head, one only the lips
+    shift: bool = False  # clips shift the head too (off: shift stitching moves it, not G)
     invariance: float = 100.0  # with partial_clips: stage_steps.invariance_term
     seed: int = 0
     num_threads: int = 0  # torch CPU threads while adapting (0 = every core: a Ray actor's default is 1)

@@ -12,7 +12,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from fixtalk.config import AdaptConfig, PixelWarp, SilenceGate
+from fixtalk.config import AdaptConfig, PixelWarp, ShiftStitching, SilenceGate
 
 
 @dataclass
@@ -62,6 +62,9 @@ class MotionConfig:
     resources: Resources = field(default_factory=Resources)
     lip_smoothing_sigma: float = 1.0  # temporal Gaussian over alpha_lip, in frames (0: none)
     silence_gate: SilenceGate = field(default_factory=SilenceGate)  # mouth at rest in silence
+    # a pose video's head shift is taken out before the encoder and put back rigidly on the render
+    # (fixtalk.shift_stitching), so the generator never renders a shift as a turn
+    shift_stitching: ShiftStitching = field(default_factory=ShiftStitching)
     emotion_intensity: float = 1.0
     driving_landmark_frames: int = 9  # frames sampled to place the fixed crop of a driving video
     chunk_frames: int = 32  # driving frames per motion-encoder call

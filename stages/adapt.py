@@ -26,9 +26,8 @@ from PIL import Image
 from fixtalk.adapt import adapt, recipe_key
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
-from stages.face_crop import load_landmarks, load_transform
+from stages.face_crop import load_crop_landmarks
 from stages.model_runtime import load_runtime
-from stages.paste import crop_landmarks
 
 
 @contextmanager
@@ -66,8 +65,7 @@ class AdaptStage(Stage):
                 if crop.shape[:2] != (self.runtime.size, self.runtime.size):
                     raise ClipError(f"the face crop is {crop.shape[1]}x{crop.shape[0]} but the model "
                                     f"renders {self.runtime.size}; rerun face_crop", field="portrait")
-                matrix = load_transform(row["face_transform"])[0]
-                landmarks = crop_landmarks(load_landmarks(row["face_transform"]), matrix)
+                landmarks = load_crop_landmarks(row["face_transform"])
                 self.runtime.weights.use(None)  # adapt from the checkpoint's own weights
                 adapt(self.runtime.model, crop, landmarks, self.cfg.recipe, out.with_suffix(".work"), out,
                       self.runtime.checkpoint_id, portrait=str(row.get("portrait") or ""), log=lambda s: None)

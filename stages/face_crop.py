@@ -300,5 +300,11 @@ def load_landmarks(path: str | Path) -> np.ndarray:
     return np.asarray(_read_json(Path(path))["landmarks"], dtype=np.float64)
 
 
+def load_crop_landmarks(path: str | Path) -> np.ndarray:
+    """The portrait's 68 landmarks in its face crop's pixels, from a face JSON."""
+    meta = _read_json(Path(path))
+    return transform_points(np.asarray(meta["matrix"], np.float64), np.asarray(meta["landmarks"], np.float64))
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())

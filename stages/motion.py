@@ -8,7 +8,10 @@ alpha_exp_t]`` (lip 20, pose 6, expression 10 weights over the orthonormal motio
   ``motion.lip_smoothing_sigma`` frames; T = floor(samples / 640) frames at 25 fps;
 * ``alpha_pose`` (T, pose_dim): the pose bank weights of each ``pose_video`` frame (one fixed crop
   for the whole video, so the head's motion stays in the frame), played back and forth when the
-  video is shorter than the speech; without a pose video, the portrait's own pose, held;
+  video is shorter than the speech; without a pose video, the portrait's own pose, held. With
+  ``motion.shift_stitching`` (default) each frame's head is moved back by its shift before the
+  encoder reads it, and ``head_motion`` (T, 6) keeps the head motion fitted to its landmarks,
+  whose shift the render puts back rigidly (:mod:`fixtalk.shift_stitching`);
 * ``alpha_exp`` (T, exp_dim), optional: the ``emotion`` label's weights times its intensity, held,
   or the expression weights of each ``expression_video`` frame (back and forth as above).
 
@@ -34,6 +37,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from fixtalk.shift_stitching import fit_head_motion, stabilise
 from manifests.schema import EMOTIONS, INTENSITY_RANGE
 from pipeline.config import PipelineConfig
 from stages.alignment import warp_to_crop
@@ -42,6 +46,10 @@ from stages.face_crop import fixed_video_transform, make_finder
 from stages.ingest import present, work_dir_of
 from stages.media import MediaError, iter_video_frames
 from stages.model_runtime import load_runtime
+
+#: Side (px) of the pose video's crops that dlib measures landmarks on for shift stitching: the
+#: model's own crop (128 or 64 px) is too small for dlib's detector.
+LANDMARK_CROP = 256
 
 
 def pingpong_index(n: int, length: int) -> np.ndarray:
@@ -75,6 +83,9 @@ class MotionStage(Stage):
         self.cfg = config.motion
         self.crop_cfg = config.face_crop
         self.sample_rate = int(config.ingest.sample_rate)
+        if self.cfg.shift_stitching.reference not in ("median", "first"):
+            raise ValueError(f"motion.shift_stitching.reference={self.cfg.shift_stitching.reference!r}: "
+                             "expected 'median' or 'first'")
         self.runtime = load_runtime(config)
         self._finder = None
 
@@ -101,7 +112,11 @@ class MotionStage(Stage):
         crop = np.asarray(Image.open(row["face_crop"]).convert("RGB"))
         arrays = {"alpha_lip": lip}
         if present(row.get("pose_video_25")):
-            pose = self._video_weights(row, "pose_video")["pose"]
+            if self.cfg.shift_stitching.enabled:
+                pose, head = self._stitched_pose(row)
+                arrays["head_motion"] = head[pingpong_index(len(head), frames)]
+            else:
+                pose = self._video_weights(row, "pose_video")["pose"]
             arrays["alpha_pose"] = pose[pingpong_index(len(pose), frames)]
             pose_source = "pose_video"
         else:
@@ -174,11 +189,48 @@ class MotionStage(Stage):
         return label, intensity
 
     # -- driving videos -----------------------------------------------------------------------
-    def _video_weights(self, row: dict[str, Any], field: str) -> dict[str, np.ndarray]:
+    def _video_weights(self, row: dict[str, Any], field: str, head: np.ndarray | None = None,
+                       landmarks: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Bank weights of every frame of a 25 fps driving video, cropped with one fixed
-        similarity transform (see :func:`stages.face_crop.fixed_video_transform`)."""
-        path = Path(row[f"{field}_25"])
+        similarity transform (see :func:`stages.face_crop.fixed_video_transform`); with ``head``
+        (and the crops' ``landmarks``), each head moved back by its shift first (shift stitching)."""
+        parts: dict[str, list[np.ndarray]] = {}
+        done = 0
+        for crops in self._video_crops(row, field, self.runtime.size):
+            if head is not None:
+                span = slice(done, done + len(crops))
+                crops = stabilise(crops, landmarks[span], head[span])
+            done += len(crops)
+            for key, value in self.runtime.renderer.motion_weights(crops).items():
+                if value is not None:
+                    parts.setdefault(key, []).append(_to_numpy(value))
+        return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+    def _stitched_pose(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(alpha_pose, head motion (T, 6)) of the pose video with shift stitching
+        (:mod:`fixtalk.shift_stitching`): landmarks of each frame's fixed crop, measured at
+        ``LANDMARK_CROP`` px and scaled to the model's crop; the head motion fitted to them; the
+        encoder reads the crops with each head moved back by its shift."""
+        from fixtalk.train.face_meter import FaceMeter
+
         size = self.runtime.size
+        meter = FaceMeter()
+        lms = np.concatenate([meter.landmarks(chunk, detect=False) * (size / LANDMARK_CROP)
+                              for chunk in self._video_crops(row, "pose_video", LANDMARK_CROP)])
+        stitching = self.cfg.shift_stitching
+        try:
+            head = fit_head_motion(lms, stitching.smoothing_sigma,
+                                   reference=0 if stitching.reference == "first" else None)
+        except ValueError as exc:
+            raise ClipError(f"{exc} of the video; give a video of one face seen from the front",
+                            field="pose_video", error_type="NoFace") from exc
+        pose = self._video_weights(row, "pose_video", head, lms)["pose"]
+        return pose, head.astype(np.float32)
+
+    def _video_crops(self, row: dict[str, Any], field: str, size: int):
+        """Chunks (n, size, size, 3) of every frame of the 25 fps driving video ``field``, cut with
+        one fixed similarity transform (:func:`stages.face_crop.fixed_video_transform`)."""
+        path = Path(row[f"{field}_25"])
         try:
             sample = self._sample_frames(path, int(row.get(f"{field}_frames") or 0))
             matrix = fixed_video_transform(self.finder, sample, size, self.crop_cfg)
@@ -186,15 +238,10 @@ class MotionStage(Stage):
                 raise ClipError(f"no face found in {len(sample)} sampled frames of the video; "
                                 "give a video of one face seen from the front", field=field,
                                 error_type="NoFace")
-            parts: dict[str, list[np.ndarray]] = {}
             for chunk in iter_video_frames(path, chunk=int(self.cfg.chunk_frames)):
-                crops = np.stack([warp_to_crop(f, matrix, size) for f in chunk])
-                for key, value in self.runtime.renderer.motion_weights(crops).items():
-                    if value is not None:
-                        parts.setdefault(key, []).append(_to_numpy(value))
+                yield np.stack([warp_to_crop(f, matrix, size) for f in chunk])
         except MediaError as exc:
             raise ClipError(str(exc), field=field, error_type="UnreadableVideo") from exc
-        return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
 
     def _sample_frames(self, path: Path, count: int) -> list[np.ndarray]:
         k = max(1, int(self.cfg.driving_landmark_frames))

@@ -65,11 +65,6 @@ def lower_face_mask(landmarks: np.ndarray, size: int, margin: float = 0.05,
     return np.minimum(mask, feather_mask(size, 0.05)).astype(np.float32)
 
 
-def crop_landmarks(landmarks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Portrait landmarks -> crop coordinates with the 2x3 portrait->crop matrix."""
-    return transform_points(np.asarray(matrix, np.float64), landmarks)
-
-
 def fit_colour(generated: np.ndarray, target: np.ndarray, weight: np.ndarray,
                gain_range: tuple[float, float] = (0.7, 1.4)) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (gain, offset) with gain * generated + offset ~ target, least squares over the

@@ -7,24 +7,28 @@ generated frames are reduced to their luma (BT.601) before paste-back, so a blac
 does not get a tinted face. The video is always 3-channel H.264 yuv420p with even sides (ingest
 trims odd portraits by one pixel).
 
+With a pose video and ``motion.shift_stitching`` (motion.npz holds ``head_motion``), each
+rendered crop's head is moved rigidly by the pose video's head shift before paste-back
+(:func:`fixtalk.shift_stitching.shift_heads`).
+
 Frames never enter a row: only the path, the frame count and the device go back.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
 
+from fixtalk.shift_stitching import shift_heads
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
-from stages.face_crop import load_landmarks, load_transform
+from stages.face_crop import load_crop_landmarks, load_transform
 from stages.images import read_rgb
 from stages.ingest import portrait_source, work_dir_of
 from stages.media import FfmpegWriter, MediaError
 from stages.model_runtime import load_runtime
-from stages.paste import LowerFaceComposite, PasteBack, crop_landmarks, lower_face_mask
+from stages.paste import LowerFaceComposite, PasteBack, lower_face_mask
 
 PASTE_REGIONS = ("auto", "face", "mouth")
 
@@ -79,11 +83,13 @@ class RenderStage(Stage):
         gray = is_grayscale(crop)
         mouth = None
         if region == "mouth":
-            matrix = load_transform(row["face_transform"])[0]
-            mask = lower_face_mask(crop_landmarks(load_landmarks(row["face_transform"]), matrix), size)
+            mask = lower_face_mask(load_crop_landmarks(row["face_transform"]), size)
             with torch.inference_mode():
                 rest = next(iter(renderer.render(state, state.alpha_lip, None, None)))
             mouth = LowerFaceComposite(crop, to_gray(rest)[0] if gray else rest[0], mask)
+        head = motion["head_motion"] if "head_motion" in motion else None
+        # shift stitching (fixtalk.shift_stitching): the pose video's head shift, put back rigidly
+        head_lm = load_crop_landmarks(row["face_transform"]) if head is not None else None
         paste = self._paste(row, size) if self.cfg.output == "full" else None
         height, width = (paste.portrait.shape[:2] if paste is not None else (size, size))
         path = work / "video.mp4"
@@ -91,7 +97,11 @@ class RenderStage(Stage):
             with FfmpegWriter(path, width, height, fps=self.fps, crf=int(self.mux.crf),
                               preset=str(self.mux.preset)) as writer:
                 with torch.inference_mode():
+                    done = 0
                     for batch in renderer.render(state, *alphas):
+                        if head is not None:
+                            batch = shift_heads(batch, head_lm, head[done:done + len(batch)])
+                        done += len(batch)
                         batch = to_gray(batch) if gray else batch
                         if mouth is not None:
                             changes = mouth.changes(batch)

@@ -46,7 +46,8 @@ def test_evaluate_reports_each_line_of_the_bar_for_the_default_model(eval_data, 
     follow = f["pose"]["shift_follow"]  # the default moves the head with a shift, by less than the driver
     assert 0.05 < follow["jaw_ends"] < 1.5 and 0.05 < follow["nose"] < 1.5
     assert np.isfinite([f["pose"]["yaw_probe"][k] for k in ("yaw_corr", "yaw_gain")]).all()
-    assert "(d) ... a pure turn" in table
+    assert "(d) ... a pure turn" in table and "(d) ... without shift stitching" in table
+    assert report["shift_stitching"] and np.isfinite(f["pose_unstitched"]["corr_yaw"])
     # the default model keeps the person (dlib's same-person distance) and copying is the baseline
     assert f["identity"]["max_distance"] < 0.6 and f["identity"]["no_face"] == 0
     assert np.isfinite(f["reconstruction"]["psnr"]) and 10.0 < f["reconstruction"]["psnr_copy"] < 40.0

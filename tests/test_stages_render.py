@@ -97,6 +97,12 @@ def test_motion_render_mux_full_frame_with_pose_video_and_emotion(setup, tmp_pat
     # 12 pose frames played forward then back: 0..11, 10..0, 1..
     assert np.allclose(pose[22], pose[0]) and np.allclose(pose[13], pose[9])
     assert not np.allclose(pose[0], pose[11])
+    # shift stitching: the head motion fitted to the video's landmarks, played back the same way;
+    # the astronaut tilts by 2 degrees and slides right by 3 px per frame
+    head = motion["head_motion"]
+    assert head.shape == (frames, 6) and np.allclose(head[22], head[0])
+    assert np.corrcoef(head[:12, 2], np.arange(12))[0, 1] < -0.95  # roll: the eye line turns
+    assert np.corrcoef(head[:12, 4], np.arange(12))[0, 1] > 0.95  # tx: the head slides
     from fixtalk.checkpoints import load_model
 
     happy = load_model(cfg.model.checkpoint).emotion_weights["happy"].numpy()
@@ -116,6 +122,25 @@ def test_motion_render_mux_full_frame_with_pose_video_and_emotion(setup, tmp_pat
     assert (streams["audio"]["codec_name"], streams["audio"]["sample_rate"]) == ("aac", "48000")
     assert abs(float(streams["video"]["duration"]) - row["audio_duration_s"]) <= 1 / FPS + 1e-3
     assert row["checkpoint_id"] and row["render_device"] == "cpu"
+
+
+def test_without_shift_stitching_the_encoder_reads_the_pose_videos_own_frames(setup, tmp_path):
+    d = setup["dir"]
+    cfg = dataclasses.replace(setup["cfg"])
+    row = make_row(tmp_path, "plain", d, pose_video=str(d / "pose.mp4"))
+    for stage in (IngestStage, FaceCropStage):
+        row = stage(cfg).run_row(row)
+    with np.load(MotionStage(cfg).run_row(dict(row))["motion_path"]) as npz:
+        stitched = dict(npz)  # read now: the second run writes the same motion.npz
+    cfg.motion = dataclasses.replace(cfg.motion, shift_stitching=dataclasses.replace(
+        cfg.motion.shift_stitching, enabled=False))
+    plain_row = MotionStage(cfg).run_row(dict(row))
+    assert plain_row["status"] == "ok", plain_row["error_message"]
+    plain = dict(np.load(plain_row["motion_path"]))
+    assert "head_motion" in stitched and "head_motion" not in plain
+    # the encoder read other frames: the stitched ones had their heads moved back by the slide
+    assert not np.allclose(plain["alpha_pose"], stitched["alpha_pose"], atol=1e-4)
+    assert RenderStage(cfg).run_row(plain_row)["status"] == "ok"
 
 
 def test_full_frame_of_an_odd_sized_grayscale_portrait(setup, tmp_path):

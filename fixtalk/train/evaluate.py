@@ -1,11 +1,12 @@
 """Held-out evaluation of a trained model (``make eval-default``).
 
     python -m fixtalk.train.evaluate --checkpoint PATH --data DATA [--json OUT] [--device cpu]
-        [--plain-flow] [--no-pixel-warp] [--adapt [--recipe KEY=VALUE ...]]
+        [--plain-flow] [--no-pixel-warp] [--no-shift-stitching] [--adapt [--recipe KEY=VALUE ...]]
 
 Frames are rendered as the pipeline renders them by default: relative flow
-(``render.relative_flow``) and the source-pixel warp (``render.pixel_warp``); ``--plain-flow`` and
-``--no-pixel-warp`` measure the network without each. ``--adapt`` first adapts the model to the
+(``render.relative_flow``), the source-pixel warp (``render.pixel_warp``) and, where frames
+drive the pose ((a), (d)), shift stitching (``motion.shift_stitching``); ``--plain-flow``,
+``--no-pixel-warp`` and ``--no-shift-stitching`` measure without each. ``--adapt`` first adapts the model to the
 held-out portrait as ``adapt.enabled=true`` does (fixtalk.adapt on the first held-out clip's
 source frame, cached in DATA/adapted/); ``--recipe`` changes one of its settings
 (:class:`fixtalk.config.AdaptConfig`), to compare adaptation recipes.
@@ -32,7 +33,8 @@ source image of a clip is its first frame. Four groups of figures, each line pas
 (c) identity: dlib's 128-d face embedding of the source vs every measured rendered frame of (a)
     and (b): pass when the largest Euclidean distance is < 0.6 (dlib's same-person threshold);
     the mean cosine similarity is reported;
-(d) pose: the source driven by the head pose of each other held-out clip (pose weights only;
+(d) pose: the source driven by the head pose of each other held-out clip (pose weights only,
+    read as the pipeline reads a pose video, with shift stitching; without it reported beside;
     lips and expression the source's; tracks centred per driver and pooled), roll (eye-line angle) and yaw proxy (nose tip vs jaw centre,
     over jaw width) tracks measured with dlib on the drivers and on the renders; pass when both
     correlations are >= 0.5. The driver's measured tracks are also correlated with the known
@@ -48,13 +50,15 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from fixtalk.config import AdaptConfig, SilenceGate
+from fixtalk.config import AdaptConfig, ShiftStitching, SilenceGate
+from fixtalk.shift_stitching import shift_heads, stitched_weights
 from fixtalk.train.data_format import FPS, SAMPLE_RATE, Clip, list_clips, read_clip
+from fixtalk.train.eval_report import make_checks, print_table
 from fixtalk.train.face_meter import FaceMeter, head_angles, mouth_track, pearson
 from fixtalk.train.pose_probe import probe
 from fixtalk.train.warp_targets import flow_diagnosis
@@ -62,22 +66,36 @@ from fixtalk.train.warp_targets import flow_diagnosis
 SILENCE_RMS = 1e-3  # -60 dBFS white noise: "silence" with a real (tiny) signal
 
 
-@dataclass
-class Check:
-    name: str
-    value: str
-    threshold: str
-    passed: bool | None  # None = reported only
-
-
 # ---------------------------------------------------------------------------------- parts
 def _render(renderer, state, lip, pose=None, exp=None) -> np.ndarray:
     return np.concatenate(list(renderer.render(state, lip, pose, exp)))
 
 
-def eval_reconstruction(renderer, clips: list[Clip], max_frames: int) -> tuple[dict, list[np.ndarray]]:
+def _drive(renderer, state, source: np.ndarray, driver: np.ndarray, driver_lm: np.ndarray | None,
+           stitching: ShiftStitching | None, lip=None, exp: bool = True, same_video: bool = False) -> np.ndarray:
+    """The source driven by ``driver`` frames as the pipeline drives it: the pose (and the lips
+    and expression, unless ``lip`` is given) read off the driver, with shift stitching when
+    ``stitching`` is enabled (``driver_lm``: the driver's landmarks, measured when None;
+    ``same_video``: the driver frames come from the source's own clip, motion relative to it)."""
+    if stitching is not None and stitching.enabled:
+        driver_lm = FaceMeter().landmarks(driver) if driver_lm is None else driver_lm
+        source_lm = FaceMeter().landmarks(source[None])[0]
+        w, head = stitched_weights(renderer, driver, driver_lm, stitching.smoothing_sigma,
+                                   source_lm if same_video else None)
+    else:
+        w, head = renderer.motion_weights(driver), None
+    out = _render(renderer, state, w["lip"] if lip is None else lip, w["pose"], w["exp"] if exp else None)
+    return out if head is None else shift_heads(out, source_lm, head)
+
+
+def eval_reconstruction(renderer, clips: list[Clip], max_frames: int,
+                        stitching: ShiftStitching | None = None) -> tuple[dict, list[np.ndarray]]:
+    """(a); ``stitching``: drive as the pipeline drives a video (its frames are far apart here, so
+    their head motion is not smoothed)."""
     from skimage.metrics import peak_signal_noise_ratio as psnr
     from skimage.metrics import structural_similarity as ssim
+
+    stitching = None if stitching is None else replace(stitching, smoothing_sigma=0.0)
 
     rows = {"psnr": [], "ssim": [], "psnr_copy": [], "ssim_copy": []}
     renders = []
@@ -86,9 +104,7 @@ def eval_reconstruction(renderer, clips: list[Clip], max_frames: int) -> tuple[d
         idx = np.unique(np.linspace(1, n - 1, min(max_frames, n - 1)).round().astype(int))
         source = np.array(clip.frames[0])
         targets = np.array(clip.frames[idx])
-        state = renderer.source(source)
-        w = renderer.motion_weights(targets)
-        out = _render(renderer, state, w["lip"], w["pose"], w["exp"])
+        out = _drive(renderer, renderer.source(source), source, targets, None, stitching, same_video=True)
         renders.append(out)
         for t, r in zip(targets, out):
             rows["psnr"].append(psnr(t, r, data_range=255))
@@ -178,19 +194,24 @@ def eval_identity(sources: list[np.ndarray], renders: list[np.ndarray], per_clip
             "frames": len(dists), "no_face": missing}
 
 
-def eval_pose(renderer, clips: list[Clip], stride: int) -> dict:
+def eval_pose(renderer, clips: list[Clip], stride: int, stitching: ShiftStitching | None = None) -> dict:
     """(d): the first clip's source driven by the head pose of every other held-out clip in turn;
-    angle tracks are centred per driver and pooled (so no driver's mean pose counts as motion)."""
-    state = renderer.source(np.array(clips[0].frames[0]))
+    angle tracks are centred per driver and pooled (so no driver's mean pose counts as motion).
+    ``stitching``: read the driver as the pipeline reads a pose video (smoothing per measured frame)."""
+    source = np.array(clips[0].frames[0])
+    state = renderer.source(source)
+    if stitching is not None:
+        stitching = replace(stitching, smoothing_sigma=stitching.smoothing_sigma / stride)
     drivers = clips[1:] or clips[:1]
     a_drv, a_out, a_true = {}, {}, {}
     for drv_clip in drivers:
         idx = np.arange(0, drv_clip.num_frames, stride)
         driver = np.array(drv_clip.frames[idx])
-        pose = renderer.motion_weights(driver)["pose"]
-        out = _render(renderer, state, state.alpha_lip.expand(len(driver), -1), pose, None)
+        driver_lm = FaceMeter().landmarks(driver)
+        out = _drive(renderer, state, source, driver, driver_lm, stitching,
+                     lip=state.alpha_lip.expand(len(driver), -1), exp=False)
         tracks = drv_clip.meta.get("tracks", {})
-        for acc, angles in ((a_drv, head_angles(FaceMeter().landmarks(driver))),
+        for acc, angles in ((a_drv, head_angles(driver_lm)),
                             (a_out, head_angles(FaceMeter().landmarks(out))),
                             (a_true, {k: np.asarray(tracks[k], float)[idx] for k in ("roll", "yaw") if k in tracks})):
             for k, v in angles.items():
@@ -211,12 +232,15 @@ def eval_pose(renderer, clips: list[Clip], stride: int) -> dict:
 # ---------------------------------------------------------------------------------- driver
 def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_clips: int = 5,
              recon_frames: int = 16, stride: int = 2, log=print, relative_flow: bool = True,
-             adapt: bool = False, pixel_warp: bool = True, recipe: AdaptConfig | None = None) -> dict:
+             adapt: bool = False, pixel_warp: bool = True, recipe: AdaptConfig | None = None,
+             shift_stitching: bool = True) -> dict:
     """Run (a)-(d) on the held-out clips; returns {"figures", "checks", "passed", ...}.
     ``relative_flow``: render as the pipeline does by default (``render.relative_flow``).
     ``adapt``: first adapt the model to the held-out portrait (:func:`adapted_for_eval`), as the
     pipeline does with ``adapt.enabled=true``; ``pixel_warp``: the source-pixel warp
-    (``render.pixel_warp``); ``recipe``: the adaptation's settings (default ``AdaptConfig()``)."""
+    (``render.pixel_warp``); ``recipe``: the adaptation's settings (default ``AdaptConfig()``);
+    ``shift_stitching``: (a) and (d) driven as the pipeline drives a pose video
+    (``motion.shift_stitching``); (d) without it is reported beside it."""
     import torch
 
     from fixtalk.checkpoints import load_model
@@ -241,7 +265,8 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
     t0 = time.monotonic()
     figs: dict[str, dict] = {}
     log(f"[eval] {len(clips)} held-out clips ({', '.join(sorted({c.meta.get('identity', '?') for c in clips}))})")
-    figs["reconstruction"], recon = eval_reconstruction(renderer, clips, recon_frames)
+    stitching = ShiftStitching(enabled=shift_stitching)
+    figs["reconstruction"], recon = eval_reconstruction(renderer, clips, recon_frames, stitching)
     figs["reconstruction"].update(flow_diagnosis(renderer, clips, recon_frames))
     log(f"[eval] (a) done in {time.monotonic() - t0:.0f} s")
     figs["lipsync"], speech = eval_lipsync(renderer, clips, stride)
@@ -250,12 +275,15 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
     sources = [np.array(c.frames[0]) for c in clips]
     figs["identity"] = eval_identity(sources + sources, recon + speech, per_clip=8)
     log(f"[eval] (c) done in {time.monotonic() - t0:.0f} s")
-    figs["pose"] = eval_pose(renderer, clips, stride)
+    figs["pose"] = eval_pose(renderer, clips, stride, stitching)
+    if shift_stitching:
+        figs["pose_unstitched"] = eval_pose(renderer, clips, stride, None)
     figs["pose"]["shift_follow"] = probe(renderer, clips[0], "tx")
     figs["pose"]["yaw_probe"] = probe(renderer, clips[0], "yaw")
     log(f"[eval] (d) done in {time.monotonic() - t0:.0f} s")
     checks = make_checks(figs)
     return {"checkpoint": str(checkpoint or "default"), "data": str(data), "relative_flow": relative_flow,
+            "shift_stitching": shift_stitching,
             "adapted": str(adapted) if adapted else None, "pixel_warp": pixel_warp,
             "clips": [p.name for p in paths], "seconds": round(time.monotonic() - t0, 1),
             "figures": figs, "checks": [asdict(c) for c in checks],
@@ -289,53 +317,6 @@ def parse_recipe(items: list[str]) -> AdaptConfig:
     return cfg
 
 
-def make_checks(f: dict[str, dict]) -> list[Check]:
-    a, b, c, d = f["reconstruction"], f["lipsync"], f["identity"], f["pose"]
-    return [
-        Check("(a) PSNR render vs copy-source [dB]", f"{a['psnr']:.2f} vs {a['psnr_copy']:.2f} "
-              f"({a['psnr_gain']:+.2f})", "gain >= 3 dB", a["psnr_gain"] >= 3.0),
-        Check("(a) ... source warped by own flow / landmark warp [dB]",
-              f"{a['psnr_own_flow']:.2f} / {a['psnr_landmark_warp']:.2f} (flow error "
-              f"{a['flow_error_px']:.2f} px)", "reported", None),
-        Check("(a) SSIM render vs copy-source", f"{a['ssim']:.3f} vs {a['ssim_copy']:.3f}", "reported", None),
-        Check("(b) mouth-envelope corr, speech", f"{b['corr_speech']:.3f} (best lag {b['best_lag_frames']:+d}: "
-              f"{b['corr_speech_best']:.3f})", ">= 0.5", b["corr_speech"] >= 0.5),
-        Check("(b) ... mouth motion, render / the clip's own frames (std)",
-              f"{b['mouth_std_speech']:.4f} / {b['mouth_std_driver']:.4f} = {b['amplitude_ratio']:.2f}",
-              "reported", None),
-        Check("(b) ... network alone (silence gate off): corr speech; silence std ratio",
-              f"{f['lipsync_raw']['corr_speech']:.3f}; {f['lipsync_raw']['std_ratio_silence']:.2f}",
-              "reported", None),
-        Check("(b) ... ground-truth track (ceiling)", f"{b.get('corr_ground_truth_track', float('nan')):.3f}",
-              "reported", None),
-        Check("(b) mouth-envelope corr, silence", f"{b['corr_silence']:.3f}", "|r| <= 0.3",
-              abs(b["corr_silence"]) <= 0.3),
-        Check("(b) mouth std silence / speech", f"{b['mouth_std_silence']:.4f} / {b['mouth_std_speech']:.4f} "
-              f"= {b['std_ratio_silence']:.2f}", "<= 0.35", b["std_ratio_silence"] <= 0.35),
-        Check("(c) identity distance, max (mean)", f"{c['max_distance']:.3f} ({c['mean_distance']:.3f}), "
-              f"{c['frames']} frames", "< 0.6", c["max_distance"] < 0.6 and c["no_face"] == 0),
-        Check("(c) identity cosine, mean (min)", f"{c['mean_cosine']:.4f} ({c['min_cosine']:.4f})", "reported", None),
-        Check("(d) head roll corr driver/render", f"{d['corr_roll']:.3f}", ">= 0.5", d["corr_roll"] >= 0.5),
-        Check("(d) head yaw corr driver/render", f"{d['corr_yaw']:.3f}", ">= 0.5", d["corr_yaw"] >= 0.5),
-        Check("(d) ... a sideways shift followed by the jaw ends / nose (1 = rigid)",
-              f"{d['shift_follow']['jaw_ends']:.2f} / {d['shift_follow']['nose']:.2f}", "reported", None),
-        Check("(d) ... a pure turn (the source turned +-16 deg): yaw corr / gain (1 = full)",
-              f"{d['yaw_probe']['yaw_corr']:.2f} / {d['yaw_probe']['yaw_gain']:.2f}", "reported", None),
-    ]
-
-
-def print_table(report: dict, out=None) -> None:
-    out = sys.stdout if out is None else out
-    rows = [(c["name"], c["value"], c["threshold"],
-             "-" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")) for c in report["checks"]]
-    w = [max(len(r[i]) for r in rows + [("metric", "value", "threshold", "")]) for i in range(3)]
-    print(f"{'metric':<{w[0]}}  {'value':<{w[1]}}  {'threshold':<{w[2]}}  result", file=out)
-    for r in rows:
-        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}", file=out)
-    print(f"{'ALL PASS' if report['passed'] else 'SOME CHECKS FAILED'} ({report['seconds']} s, "
-          f"held-out clips: {', '.join(report['clips'])})", file=out)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fixtalk.train.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", help="model checkpoint (default: fixtalk/weights/default.pt)")
@@ -349,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="render without relative flow (render.relative_flow=false; EDTalk's decoder)")
     ap.add_argument("--no-pixel-warp", action="store_true",
                     help="the generator's frames alone (render.pixel_warp.enabled=false)")
+    ap.add_argument("--no-shift-stitching", action="store_true",
+                    help="drive (a) and (d) with the frames as they are (motion.shift_stitching.enabled=false)")
     ap.add_argument("--adapt", action="store_true",
                     help="adapt the model to the held-out portrait first (adapt.enabled=true)")
     ap.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
@@ -359,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args.checkpoint, args.data, args.device, args.max_clips, args.recon_frames,
                           args.stride, log=lambda s: print(s, file=sys.stderr),
                           relative_flow=not args.plain_flow, adapt=args.adapt,
-                          pixel_warp=not args.no_pixel_warp, recipe=recipe)
+                          pixel_warp=not args.no_pixel_warp, recipe=recipe,
+                          shift_stitching=not args.no_shift_stitching)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
