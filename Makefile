@@ -95,6 +95,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/render.py
+	$(PY) benchmarks/stitching.py
 	$(PY) benchmarks/pipeline.py
 
 $(TRAIN_DATA)/eval_0004/meta.json: | $(STAMP)
