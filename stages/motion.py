@@ -190,13 +190,15 @@ class MotionStage(Stage):
 
     # -- driving videos -----------------------------------------------------------------------
     def _video_weights(self, row: dict[str, Any], field: str, head: np.ndarray | None = None,
-                       landmarks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                       landmarks: np.ndarray | None = None,
+                       matrix: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Bank weights of every frame of a 25 fps driving video, cropped with one fixed
-        similarity transform (see :func:`stages.face_crop.fixed_video_transform`); with ``head``
-        (and the crops' ``landmarks``), each head moved back by its shift first (shift stitching)."""
+        similarity transform (``matrix``, see :meth:`_video_matrix`); with ``head`` (and the
+        crops' ``landmarks``), each head moved back by its shift first (shift stitching)."""
+        matrix = self._video_matrix(row, field) if matrix is None else matrix
         parts: dict[str, list[np.ndarray]] = {}
         done = 0
-        for crops in self._video_crops(row, field, self.runtime.size):
+        for crops in self._video_crops(row, field, matrix, self.runtime.size):
             if head is not None:
                 span = slice(done, done + len(crops))
                 crops = stabilise(crops, landmarks[span], head[span])
@@ -214,9 +216,10 @@ class MotionStage(Stage):
         from fixtalk.train.face_meter import FaceMeter
 
         size = self.runtime.size
+        matrix = self._video_matrix(row, "pose_video")
         meter = FaceMeter()
         lms = np.concatenate([meter.landmarks(chunk, detect=False) * (size / LANDMARK_CROP)
-                              for chunk in self._video_crops(row, "pose_video", LANDMARK_CROP)])
+                              for chunk in self._video_crops(row, "pose_video", matrix, LANDMARK_CROP)])
         stitching = self.cfg.shift_stitching
         try:
             head = fit_head_motion(lms, stitching.smoothing_sigma,
@@ -224,22 +227,31 @@ class MotionStage(Stage):
         except ValueError as exc:
             raise ClipError(f"{exc} of the video; give a video of one face seen from the front",
                             field="pose_video", error_type="NoFace") from exc
-        pose = self._video_weights(row, "pose_video", head, lms)["pose"]
+        pose = self._video_weights(row, "pose_video", head, lms, matrix)["pose"]
         return pose, head.astype(np.float32)
 
-    def _video_crops(self, row: dict[str, Any], field: str, size: int):
-        """Chunks (n, size, size, 3) of every frame of the 25 fps driving video ``field``, cut with
-        one fixed similarity transform (:func:`stages.face_crop.fixed_video_transform`)."""
+    def _video_matrix(self, row: dict[str, Any], field: str) -> np.ndarray:
+        """The one crop transform (model-crop pixels) of the driving video ``field``
+        (:func:`stages.face_crop.fixed_video_transform` on sampled frames)."""
         path = Path(row[f"{field}_25"])
         try:
             sample = self._sample_frames(path, int(row.get(f"{field}_frames") or 0))
-            matrix = fixed_video_transform(self.finder, sample, size, self.crop_cfg)
-            if matrix is None:
-                raise ClipError(f"no face found in {len(sample)} sampled frames of the video; "
-                                "give a video of one face seen from the front", field=field,
-                                error_type="NoFace")
-            for chunk in iter_video_frames(path, chunk=int(self.cfg.chunk_frames)):
-                yield np.stack([warp_to_crop(f, matrix, size) for f in chunk])
+        except MediaError as exc:
+            raise ClipError(str(exc), field=field, error_type="UnreadableVideo") from exc
+        matrix = fixed_video_transform(self.finder, sample, self.runtime.size, self.crop_cfg)
+        if matrix is None:
+            raise ClipError(f"no face found in {len(sample)} sampled frames of the video; "
+                            "give a video of one face seen from the front", field=field,
+                            error_type="NoFace")
+        return matrix
+
+    def _video_crops(self, row: dict[str, Any], field: str, matrix: np.ndarray, size: int):
+        """Chunks (n, size, size, 3) of every frame of the 25 fps driving video ``field``, cut with
+        the fixed transform ``matrix`` (for the model's crop size) scaled to ``size``."""
+        scaled = np.asarray(matrix, np.float64) * (size / self.runtime.size)
+        try:
+            for chunk in iter_video_frames(Path(row[f"{field}_25"]), chunk=int(self.cfg.chunk_frames)):
+                yield np.stack([warp_to_crop(f, scaled, size) for f in chunk])
         except MediaError as exc:
             raise ClipError(str(exc), field=field, error_type="UnreadableVideo") from exc
 

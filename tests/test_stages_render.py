@@ -143,6 +143,19 @@ def test_without_shift_stitching_the_encoder_reads_the_pose_videos_own_frames(se
     assert RenderStage(cfg).run_row(plain_row)["status"] == "ok"
 
 
+def test_a_pose_video_without_a_face_fails_its_row_naming_the_field(setup, tmp_path):
+    d, cfg = setup["dir"], setup["cfg"]
+    rng = np.random.default_rng(0)
+    with FfmpegWriter(tmp_path / "wall.mp4", 160, 160, fps=FPS, crf=12, preset="ultrafast") as w:
+        w.write(rng.integers(90, 110, (10, 160, 160, 3), dtype=np.uint8))  # a plain wall, no face
+    row = make_row(tmp_path, "wall", d, pose_video=str(tmp_path / "wall.mp4"))
+    for stage in (IngestStage, FaceCropStage, MotionStage):
+        row = stage(cfg).run_row(row)
+    assert row["status"] == "failed" and row["error_stage"] == "motion"
+    assert row["error_type"] == "NoFace" and "pose_video" in row["error_message"]
+    assert "one face seen from the front" in row["error_message"]
+
+
 def test_full_frame_of_an_odd_sized_grayscale_portrait(setup, tmp_path):
     """Grace Hopper (glasses, cap), black and white, 511x599: the video is even-sized (510x598),
     stays gray, matches the portrait outside the face, has no seam at the crop's border, and lasts
