@@ -223,6 +223,10 @@ class RunConfig:
     block_rows: int = 1  # manifest rows per Ray block (1 = finest streaming and ledger granularity)
     keep_work: bool = True  # keep OUT/work/<clip_id>/ after a clip succeeds
     results_every_s: float = 15.0  # rewrite results.parquet at most this often during a run
+    # Ray Data stops a run whose stages emit nothing for this long (ExecutionTimeoutError); a
+    # portrait adaptation or a long render on a busy CPU legitimately takes longer than Ray's
+    # 30-minute default, so it is off (-1) unless set; a crashed run resumes anyway
+    no_progress_timeout_s: float = -1.0
 
 
 @dataclass

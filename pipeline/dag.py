@@ -186,12 +186,15 @@ def build_dataset(df: pd.DataFrame, plans: Sequence[StagePlan], cfg: PipelineCon
     return ds
 
 
-def configure_data_context(progress_bars: bool = False) -> None:
-    """Systemic errors stop the run; our own progress bar replaces Ray's."""
+def configure_data_context(progress_bars: bool = False, no_progress_timeout_s: float = -1.0) -> None:
+    """Systemic errors stop the run; our own progress bar replaces Ray's; Ray's no-progress
+    timeout is ``run.no_progress_timeout_s`` (-1: none; stages such as a CPU portrait
+    adaptation may emit nothing for longer than Ray's default 30 minutes)."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0
+    ctx.execution_no_progress_timeout_s = float(no_progress_timeout_s)
     ctx.enable_progress_bars = progress_bars
     ctx.execution_options.preserve_order = False
     ctx.print_on_execution_start = False
@@ -204,7 +207,7 @@ def iter_ray(df: pd.DataFrame, classes: Sequence[type], cfg: PipelineConfig) -> 
 
     if len(df) == 0:
         return
-    configure_data_context()
+    configure_data_context(no_progress_timeout_s=cfg.run.no_progress_timeout_s)
     plans = plan_stages(classes, cfg, ray.cluster_resources())
     for p in plans:
         log.info("stage %-9s pool=%d cpus=%.3g gpus=%.3g batch=%d", p.name, p.pool_size, p.num_cpus, p.num_gpus, p.batch_size)

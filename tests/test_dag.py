@@ -147,3 +147,22 @@ def test_cli_exit_codes(ray_session, tmp_path: Path, capsys):
     assert codes == [0, 0]
     assert sorted(p.name for p in (shard_out / "clips").iterdir()) == ["a.mp4", "b.mp4"]
     assert (shard_out / "results.shard-0-of-2.parquet").is_file()
+
+
+def test_a_stage_slower_than_rays_no_progress_timeout_does_not_stop_the_run(ray_session, tmp_path: Path):
+    """A portrait adaptation on a busy CPU emits nothing for longer than Ray Data's default
+    no-progress timeout (30 min), which stopped `make demo` once; the run's own setting
+    (``run.no_progress_timeout_s``, off by default) replaces Ray's. Ray's default is shortened to
+    1 s here and one clip spends 3 s in a stage."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_no_progress_timeout_s
+    ctx.execution_no_progress_timeout_s = 1.0
+    try:
+        manifest = toy_manifest(tmp_path, [{"clip_id": "slow", "toy_sleep": "3"}])
+        outcome = run(RunRequest(manifest, tmp_path / "out", overrides=[TOY], tty=False))
+    finally:
+        ctx.execution_no_progress_timeout_s = before
+    assert outcome.exit_code == 0, outcome.error
+    assert list(outcome.results["status"]) == ["ok"]
