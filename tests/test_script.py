@@ -274,7 +274,8 @@ def test_piper_voice_speaks_the_script_and_a_swapped_script_is_flagged(aligner, 
                                             "script": SENT_A}])
     out = aligner(rows).set_index("clip_id")
     # natural TTS: pocketsphinx recognises it well enough for the WER to tell the pairs apart
-    assert out.loc["p", "script_wer"] < 0.35 and out.loc["p_swapped", "script_wer"] > 0.8
+    # (piper samples its prosody, so the true script's WER varies run to run, 0.2-0.36 seen)
+    assert out.loc["p", "script_wer"] < 0.5 and out.loc["p_swapped", "script_wer"] > 0.8
     assert not out.loc["p", "script_mismatch"] and out.loc["p_swapped", "script_mismatch"]
     assert out.loc["p", "script_aligned_share"] >= 0.9
 
