@@ -10,6 +10,8 @@
   ``pocketsphinx-testdata``, 16 kHz mono FLAC;
 * ``astronaut_pose.mp4``: the astronaut photo turned and shifted a little on every frame (2 s,
   25 fps, 320x320, no audio): a head-pose reference.
+* ``hopper_footage.mp4``: presenter footage to dub: the Grace Hopper portrait speaking another
+  LibriVox sentence with its sound (fixtalk.train.talking_footage; 7 s, 30 fps, 288x288).
 """
 from __future__ import annotations
 
@@ -70,10 +72,27 @@ def pose_video(frames: int = 50, side: int = 320) -> None:
         raise RuntimeError("ffmpeg failed to write astronaut_pose.mp4")
 
 
+def presenter_footage() -> None:
+    import soundfile as sf
+    from PIL import Image
+
+    from fixtalk.train.speech import resample
+    from fixtalk.train.talking_footage import talking_frames, write_footage
+
+    wave, sr = sf.read(str(LIBRIVOX).replace("0880", "0870"), dtype="float32")
+    wave = resample(wave, sr)
+    text = ("and mister john dashwood had then leisure to consider how much there might be "
+            "prudently in his power to do for them")
+    picture = np.asarray(Image.open(HERE / "grace_hopper.jpg").convert("RGB"))
+    frames, _ = talking_frames(picture, wave, text, size=288, fps=30, seed=7)
+    write_footage(frames, 30, HERE / "hopper_footage.mp4", wave, crf=23)
+
+
 if __name__ == "__main__":
     astronaut()
     grace_hopper()
     speech()
     pose_video()
+    presenter_footage()
     for path in sorted(HERE.iterdir()):
         print(f"{path.stat().st_size / 1024:8.1f} KiB  {path.name}")

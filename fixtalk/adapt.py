@@ -150,30 +150,38 @@ def adapt(model: FixTalk, crop: np.ndarray, landmarks: np.ndarray, cfg: AdaptCon
     continues where it stopped) and is removed at the end; ``base_id`` is the checkpoint id of
     ``model`` (recorded, and checked when the result is applied). ``model`` itself is not changed.
     """
-    from fixtalk.train.trainer import Trainer
-
     work = Path(work)
     data = work / "clips"
     if not (work / "clips.done").is_file():
         shutil.rmtree(data, ignore_errors=True)
         portrait_clips(crop, landmarks, data, cfg)
         (work / "clips.done").write_text("ok\n")
+    record = adaptation_record(base_id, cfg, portrait)
+    return fine_tune(model, data, adaptation_stages(cfg), cfg, work, out, record, log)
+
+
+def fine_tune(model: FixTalk, data: Path, stages: list[StageConfig], cfg, work: Path, out: str | Path,
+              record: dict, log: Callable[[str], None]) -> Path:
+    """Train a copy of ``model`` on the clips under ``data`` through ``stages`` (resumable state
+    in ``work/train``; ``cfg`` gives seed, relative_flow, num_threads, checkpoint_minutes), save
+    it to ``out`` with the training ``record`` and remove ``work``."""
+    from fixtalk.train.trainer import Trainer
+
     device = next(model.parameters()).device
     tcfg = TrainConfig(preset=model.cfg.name, seed=int(cfg.seed), device=str(device),
                        relative_flow=bool(cfg.relative_flow),
                        num_threads=int(cfg.num_threads) or (os.cpu_count() or 1),
                        checkpoint_minutes=float(cfg.checkpoint_minutes),
-                       log_every=50, stages=adaptation_stages(cfg))
+                       log_every=50, stages=stages)
     threads = torch.get_num_threads()
-    trainer = Trainer(tcfg, data, work / "train", log=log, model=copy.deepcopy(model))
+    trainer = Trainer(tcfg, data, Path(work) / "train", log=log, model=copy.deepcopy(model))
     try:
         while trainer.stage_index < len(tcfg.stages):
             trainer.run_stage(tcfg.stages[trainer.stage_index])
     finally:
         torch.set_num_threads(threads)
     trainer.model.eval()
-    record = adaptation_record(base_id, cfg, portrait)
-    record["final_losses"] = trainer.rows[-1] if trainer.rows else {}
+    record = {**record, "final_losses": trainer.rows[-1] if trainer.rows else {}}
     path = save_checkpoint(out, trainer.model, training=record)
     shutil.rmtree(work, ignore_errors=True)
     return path

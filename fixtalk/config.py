@@ -219,6 +219,7 @@ class StageConfig:
     image: float = 0.5  # audio2lip image loss (L1 + perceptual of the render)
     image_every: int = 1  # audio2lip: render for the image loss every N steps
     max_minutes: float = 0.0
+    trainable: str = ""  # comma-separated parameter-name prefixes; "" = the stage's own choice
 
 
 @dataclass
@@ -275,3 +276,31 @@ class AdaptConfig:
     seed: int = 0
     num_threads: int = 0  # torch CPU threads while adapting (0 = every core: a Ray actor's default is 1)
     checkpoint_minutes: float = 2.0  # resumable state this often (a killed run continues)
+
+
+@dataclass
+class FootageFitConfig:
+    """Fitting the model to a presenter from their footage (:mod:`fixtalk.footage_fit`; EDTalk's
+    "fine-tune on a specific person"): ``steps`` of self-reconstruction, each frame rendered from
+    another frame of the same footage (L1 + perceptual + mouth-box L1 ``mouth``), training the
+    decoder G only (``train="decoder"``, as EDTalk recommends) or every generator part
+    (``"generator"``); then, when the footage has speech, ``lip_steps`` of Audio2Lip on its own
+    sound against the encoder's lip weights alpha_lip of its frames. At most ``max_frames`` frames
+    (evenly spaced, 25 fps) are used, cut into clips of ``clip_seconds``; ``holdout`` is the share
+    of frames (the end of the footage) kept out of fitting for evaluation."""
+
+    enabled: bool = True
+    steps: int = 300
+    lr: float = 0.0003
+    batch_size: int = 4
+    train: str = "decoder"  # decoder | generator
+    mouth: float = 4.0
+    relative_flow: bool = True
+    lip_steps: int = 150
+    lip_lr: float = 0.0005
+    max_frames: int = 1500
+    clip_seconds: float = 4.0
+    holdout: float = 0.0
+    seed: int = 0
+    num_threads: int = 0  # torch CPU threads while fitting (0 = every core)
+    checkpoint_minutes: float = 2.0

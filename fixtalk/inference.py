@@ -167,8 +167,7 @@ class ClipRenderer:
         lip = torch.cat([self.model.audio2lip(mel[i:i + chunk]) for i in range(0, len(mel), chunk)])
         rest = torch.zeros_like(lip[:1])
         if silence is not None and silence.enabled:
-            quiet = np.zeros(samples_per_frame(a), dtype=np.float32)
-            rest = self.model.audio2lip(torch.from_numpy(mel_windows(quiet, a)).to(self.device, self.dtype))
+            rest = self.rest_lip()
             g = torch.from_numpy(speech_gate(wave, a, silence)).to(lip)[:, None]
             lip = rest + g * (lip - rest)
         sigma = a.smoothing_sigma if smoothing_sigma is None else float(smoothing_sigma)
@@ -176,6 +175,13 @@ class ClipRenderer:
             return lip
         k = a.smoothing_k if sigma == a.smoothing_sigma else max(3, 2 * int(np.ceil(2 * sigma)) + 1)
         return rest + smooth_time(lip - rest, k, sigma)
+
+    @torch.no_grad()
+    def rest_lip(self) -> torch.Tensor:
+        """Audio2Lip's alpha_lip (1, lip_dim) on digital silence: the mouth at rest."""
+        a = self.model.cfg.audio
+        quiet = np.zeros(samples_per_frame(a), dtype=np.float32)
+        return self.model.audio2lip(torch.from_numpy(mel_windows(quiet, a)).to(self.device, self.dtype))
 
     @torch.no_grad()
     def motion_weights(self, frames_uint8: np.ndarray) -> dict[str, torch.Tensor | None]:
@@ -187,6 +193,27 @@ class ClipRenderer:
                 parts.append(self.model.bank_weights(self.model.motion_code(imgs[i:i + self.batch_size])))
         cat = lambda j: None if parts[0][j] is None else torch.cat([p[j] for p in parts]).float()  # noqa: E731
         return {"lip": cat(0), "pose": cat(1), "exp": cat(2)}
+
+    @torch.no_grad()
+    def dub(self, crops_uint8: np.ndarray, lip_delta) -> tuple[np.ndarray, np.ndarray]:
+        """Footage frames re-rendered with new lips: each crop (N, S, S, 3) uint8 is its own
+        source s_t (its mouth at rest), driven by its own lip weights plus ``lip_delta``
+        (N, lip_dim): alpha_lip = alpha^s_lip + (alpha^a_t - alpha^a_rest), Audio2Lip's output
+        relative to its resting mouth (relative motion transfer, as FOMM's relative mode), with
+        its own pose and expression weights (alpha^s_pose, alpha^s_exp), so only the mouth moves
+        and a zero delta (silence) renders the source as it is. Returns (driven, rest): the
+        driven frames and each source rendered with its own weights (with relative flow, the
+        generator's reconstruction of s_t), both (N, S, S, 3) uint8."""
+        imgs = self._images(crops_uint8, "footage crops", single=False)
+        delta = self._weights(lip_delta, self.model.cfg.lip_dim, "lip_delta", len(imgs))
+        driven, rest = [], []
+        for i in range(0, len(imgs), self.batch_size):
+            state = self._encode_source(imgs[i:i + self.batch_size])
+            own = (state.alpha_pose, state.alpha_exp)
+            lip = state.alpha_lip + delta[i:i + self.batch_size]
+            driven += [to_uint8(x) for x in self.render_float(state, lip, *own)]
+            rest += [to_uint8(x) for x in self.render_float(state, state.alpha_lip, *own)]
+        return np.concatenate(driven), np.concatenate(rest)
 
     def _plan(self, state: SourceState, alpha_lip, alpha_pose, alpha_exp):
         m = self.model

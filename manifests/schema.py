@@ -34,7 +34,8 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column("clip_id", "id", True, "unique name of the clip: letters, digits, '.', '_' or '-', at most 128"),
-    Column("portrait", "path", True, "image of the presenter (PNG/JPEG), one face"),
+    Column("portrait", "path", False, "image of the presenter (PNG/JPEG), one face; optional when "
+           "source_video is given"),
     Column("audio", "path", False, "speech audio (WAV/MP3/FLAC/...); or give a script instead"),
     Column("script", "text", False, "text to speak when there is no audio; aligned for subtitles"),
     Column("pose_video", "path", False, "optional video whose head pose drives the clip"),
@@ -42,10 +43,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("emotion", "emotion", False, "optional: " + ", ".join(EMOTIONS)),
     Column("emotion_intensity", "number", False, "optional number in [0, 2], default 1.0"),
     Column("presenter_id", "text", False, "optional label grouping clips of one presenter"),
+    Column("source_video", "path", False, "footage of one presenter to dub: the output is this video "
+           "with the mouth re-rendered to the row's speech"),
+    Column("presenter_video", "path", False, "footage of the presenter that the model is fitted to "
+           "before rendering (default for a dub: its source_video)"),
 )
 
 COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.required)
+#: At least one of these columns must exist in the manifest, and each row needs one of them filled.
+FACE_COLUMNS: tuple[str, ...] = ("portrait", "source_video")
 PATH_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.kind == "path")
 #: At least one of these columns must exist in the manifest, and each row needs one of them filled.
 SPEECH_COLUMNS: tuple[str, ...] = ("audio", "script")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from manifests.importer import ManifestError, read_table
 from manifests.schema import (
-    COLUMNS, DEFAULT_INTENSITY, EMOTIONS, INTENSITY_RANGE, PATH_COLUMNS, REQUIRED_COLUMNS,
+    COLUMNS, DEFAULT_INTENSITY, EMOTIONS, INTENSITY_RANGE, FACE_COLUMNS, PATH_COLUMNS, REQUIRED_COLUMNS,
     ROW_INDEX, SPEECH_COLUMNS, clip_id_problem,
 )
 
@@ -64,7 +64,11 @@ def _check_columns(frame: pd.DataFrame, source: str) -> None:
     if missing:
         raise ManifestError(
             f"{source}: missing required column(s) {', '.join(missing)}; the header row must name "
-            f"at least {', '.join(REQUIRED_COLUMNS)} and one of {' or '.join(SPEECH_COLUMNS)}")
+            f"at least {', '.join(REQUIRED_COLUMNS)}, one of {' or '.join(FACE_COLUMNS)} and one of "
+            f"{' or '.join(SPEECH_COLUMNS)}")
+    if not any(c in frame.columns for c in FACE_COLUMNS):
+        raise ManifestError(f"{source}: needs a 'portrait' column (stills), a 'source_video' column "
+                            "(footage to dub), or both")
     if not any(c in frame.columns for c in SPEECH_COLUMNS):
         raise ManifestError(f"{source}: needs an 'audio' column, a 'script' column, or both")
     clashes = sorted(c for c in frame.columns if c in RESERVED_COLUMNS or c.startswith("t_"))
@@ -153,8 +157,9 @@ def validate_frame(frame: pd.DataFrame, base_dir: str | os.PathLike[str], source
         for col in PATH_COLUMNS:
             value = row.get(col)
             if value is None:
-                if col == "portrait":
-                    bad(col, "no portrait given; every row needs an image of the presenter")
+                if col == "portrait" and row.get("source_video") is None:
+                    bad(col, "no portrait given; every row needs an image of the presenter "
+                             "(or a source_video to dub)")
                 continue
             row[col] = _resolve(value, base_dir)
             why = _file_problem(value, row[col], base_dir)

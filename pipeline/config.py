@@ -12,7 +12,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from fixtalk.config import AdaptConfig, PixelWarp, ShiftStitching, SilenceGate
+from fixtalk.config import AdaptConfig, FootageFitConfig, PixelWarp, ShiftStitching, SilenceGate
 
 
 @dataclass
@@ -112,6 +112,33 @@ class AdaptSection:
                                                                    max_tasks_in_flight=1, memory_gib=1.5))
     enabled: bool | None = None  # None = auto (``--set adapt.enabled=auto``)
     recipe: AdaptConfig = field(default_factory=AdaptConfig)
+    # a presenter with footage (presenter_video, or a dub's source_video) is fitted on that
+    # footage instead (fixtalk.footage_fit): real frames of the real face, its own speech
+    footage: FootageFitConfig = field(default_factory=FootageFitConfig)
+
+
+@dataclass
+class FaceTrackConfig:
+    """Face tracking through footage (stages/face_track.py)."""
+
+    detect_every: int = 5  # full detection on every k-th frame (and after a cut or a lost face)
+    detect_max_side: int = 640  # frames are scaled to this longer side for detection
+    smoothing_s: float = 0.06  # Gaussian sigma (seconds) of the crop transform over time
+    scene_cut: float = 0.30  # mean thumbnail change (0-1) that starts a new shot
+    min_face_px: int = 40  # smaller faces pass through undubbed
+    max_turn: float = 0.6  # |yaw proxy| (0 frontal, 1 profile) beyond which a frame passes through
+    several_faces_share: float = 0.3  # 2+ faces in this share of detections: SeveralFaces
+    max_jump: float = 0.25  # landmark jump (of the face's size) that counts as a lost track
+
+
+@dataclass
+class DubConfig:
+    """Dubbing footage (rows with ``source_video``): stages/dub.py."""
+
+    extend: str = "pingpong"  # footage shorter than the speech: pingpong | loop | freeze
+    track: FaceTrackConfig = field(default_factory=FaceTrackConfig)
+    batch_size: int = 8  # footage frames per network call
+    feather: float = 0.05  # lower-face mask blur, in face heights
 
 
 @dataclass
@@ -168,6 +195,8 @@ class QCConfig:
     silence_lufs: float = -60.0  # integrated loudness below this = silent output (fail)
     script_mismatch_level: str | None = "fail"  # align's script_mismatch -> fail | warn | None
     script_wer_warn: float | None = 0.35  # trusted script_wer above this warns (docs/scripts.md)
+    min_dubbed_fraction: float | None = 0.9  # dubs: a smaller share of frames dubbed warns
+    outside_psnr_warn: float | None = 35.0  # dubs: PSNR outside the mouth mask below this warns
 
 
 @dataclass
@@ -242,6 +271,7 @@ class PipelineConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     mux: MuxConfig = field(default_factory=MuxConfig)
     qc: QCConfig = field(default_factory=QCConfig)
+    dub: DubConfig = field(default_factory=DubConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

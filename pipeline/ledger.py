@@ -43,9 +43,13 @@ FINGERPRINT_SECTIONS = ("model", "speech", "ingest", "align", "face_crop", "adap
 FINGERPRINT_EXCLUDE = frozenset({
     "resources", "model.device", "model.checkpoint", "model.audio2lip", "render.batch_size",
     "motion.chunk_frames", "face_crop.face_alignment_device", "adapt.recipe.num_threads",
-    "adapt.recipe.checkpoint_minutes",
+    "adapt.recipe.checkpoint_minutes", "adapt.footage", "dub.batch_size",
 })
 INPUT_FILE_COLUMNS = ("portrait", "audio", "pose_video", "expression_video")
+#: Footage inputs and the options that only footage rows use: mixed into the fingerprint of rows
+#: that have footage, so that rows without it keep the fingerprints they had before dubbing existed.
+FOOTAGE_FILE_COLUMNS = ("source_video", "presenter_video")
+FOOTAGE_SECTIONS = ("dub", "adapt.footage")
 INPUT_VALUE_COLUMNS = ("script", "emotion", "emotion_intensity")
 COMPACT_AFTER = 256  # parts; compaction folds them into one file at the start of a run
 
@@ -101,7 +105,20 @@ def render_options(cfg: Any) -> dict[str, Any]:
 
 
 def options_digest(cfg: Any) -> str:
-    return hashlib.sha256(json.dumps(render_options(cfg), sort_keys=True, default=str).encode()).hexdigest()
+    """Digest of the render options; footage rows add :func:`footage_digest` (``a+b``)."""
+    common = hashlib.sha256(json.dumps(render_options(cfg), sort_keys=True, default=str).encode()).hexdigest()
+    return f"{common}+{footage_digest(cfg)}"
+
+
+def footage_digest(cfg: Any) -> str:
+    """Digest of the options only footage rows use (``dub``, ``adapt.footage``)."""
+    data = asdict(cfg)
+    used = {name: data["dub"] if name == "dub" else data["adapt"]["footage"] for name in FOOTAGE_SECTIONS}
+    for key in ("batch_size",):
+        used["dub"].pop(key, None)
+    for key in ("num_threads", "checkpoint_minutes"):
+        used["adapt.footage"].pop(key, None)
+    return hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def fingerprint(row: dict[str, Any], options_hex: str, ckpt_id: str) -> str:
@@ -115,7 +132,13 @@ def fingerprint(row: dict[str, Any], options_hex: str, ckpt_id: str) -> str:
         if isinstance(value, float):
             value = repr(round(value, 6))
         h.update(f"{col}={'' if value is None else value}\n".encode())
-    h.update(f"options={options_hex}\ncheckpoint={ckpt_id}\n".encode())
+    common, _, footage = options_hex.partition("+")
+    if any(row.get(col) for col in FOOTAGE_FILE_COLUMNS):
+        for col in FOOTAGE_FILE_COLUMNS:
+            value = row.get(col)
+            h.update(f"{col}={file_sha256(value) if value else '-'}\n".encode())
+        h.update(f"footage_options={footage}\n".encode())
+    h.update(f"options={common}\ncheckpoint={ckpt_id}\n".encode())
     return h.hexdigest()
 
 

@@ -32,6 +32,7 @@ COLUMNS = [
     ("sync_lag_frames", "lag", ".0f"), ("lse_c", "LSE-C", ".2f"), ("lse_d", "LSE-D", ".2f"),
     ("duration_diff_s", "dur diff s", "+.3f"), ("lufs", "LUFS", ".1f"),
     ("script_wer", "script WER", ".2f"), ("script_aligned_share", "script aligned", ".2f"),
+    ("dubbed_fraction", "dubbed", ".2f"), ("outside_psnr_min", "outside dB", ".1f"),
 ]
 _RANK = {"failed": 0, "fail": 1, "warn": 2, "pass": 3}
 
@@ -43,7 +44,7 @@ th{background:#f3f3f3;cursor:pointer;user-select:none;position:sticky;top:0}
 th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed td{background:#fde8e8}tr.fail td{background:#fff0e0}tr.warn td{background:#fffbe0}
-.thumbs img{height:56px;margin-right:2px}.reason{max-width:420px;font-size:12px}
+.thumbs img{height:56px;margin-right:2px}.thumbs img.pair{height:96px}.reason{max-width:420px;font-size:12px}
 .summary td:first-child{font-weight:600}.plots img{margin:4px;border:1px solid #ddd}
 """
 
@@ -206,6 +207,11 @@ def _clip_table(df: pd.DataFrame, out_dir: Path, max_thumbnails: int) -> str:
         thumbs = _thumbnails(clip) if clip and i < max_thumbnails else []
         imgs = "".join(f"<img alt='frame {k}' src='{src}'>" for k, src in zip(
             ("first", "middle", "last"), thumbs))
+        pair = _value(row, "dub_thumbnail")
+        if pair and Path(str(pair)).is_file() and i < max_thumbnails:
+            data = base64.b64encode(Path(str(pair)).read_bytes()).decode()
+            imgs += (f"<br><img class='pair' alt='footage / dub' title='footage (left), dub (right)' "
+                     f"src='data:image/jpeg;base64,{data}'>")
         cells.append(f"<td class='thumbs'>{imgs}</td>")
         body.append(f"<tr class='{css}' data-clip='{name}'>{''.join(cells)}</tr>")
     return (f"<h2>Clips</h2><table id='clips'><thead><tr>{head}</tr></thead>"

@@ -32,7 +32,7 @@ from pipeline.config import FaceCropConfig, PipelineConfig
 from stages.alignment import (Detection, FaceError, FaceFinder, atomic_write_text,
                               similarity_transform, transform_points, warp_to_crop)
 from stages.base import ClipError, Stage, SystemicError
-from stages.faces import Face
+from stages.faces import Face, face_width
 from stages.images import ImageError, pixel_hash, read_rgb, write_png
 from stages.ingest import present, shared_dir
 
@@ -58,13 +58,6 @@ def face_roll(landmarks: np.ndarray) -> float:
     pts = np.asarray(landmarks, dtype=np.float64)
     e = pts[42:48].mean(0) - pts[36:42].mean(0)
     return float(np.degrees(np.arctan2(e[1], e[0])))
-
-
-def face_width(landmarks: np.ndarray) -> float:
-    """Size of a face in pixels: the larger of the jaw width (points 0-16) and the nose-bridge to
-    chin length (27-8), so a face turned sideways is not under-measured."""
-    pts = np.asarray(landmarks, dtype=np.float64)
-    return float(max(np.linalg.norm(pts[16] - pts[0]), np.linalg.norm(pts[8] - pts[27])))
 
 
 def upright_refit(finder: FaceFinder, rgb: np.ndarray, face: Face, min_roll: float,
@@ -222,6 +215,7 @@ class FaceCropStage(Stage):
         self.size = crop_size(config)
         self.max_image_side = int(config.ingest.max_image_side)  # as ingest reads portraits
         self.finder = make_finder(self.cfg)
+        self.track_cfg = config.dub.track
 
     def cache_key(self, portrait_hash: str) -> str:
         c = self.cfg
@@ -231,6 +225,37 @@ class FaceCropStage(Stage):
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        footage: dict[str, Any] = {}
+        if present(row.get("source_video")):
+            footage = self._footage(row)
+            row = {**row, **footage}
+        return {**footage, **self._portrait_crop(row)}
+
+    def _footage(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Track the dub's footage (cached); without a portrait, its reference frame is one."""
+        from stages.face_track import FaceTracker
+        from stages.footage import cached_track, read_frame
+
+        tracker = FaceTracker(self.finder, self.track_cfg, self.size, self.cfg.crop_scale,
+                              self.cfg.center_shift)
+        rate = str(row.get("source_rate") or "25/1")
+        path, track, ref = cached_track(row["source_video"], "source_video", rate,
+                                        shared_dir(row, "_tracks"), tracker, self.track_cfg)
+        counts = track.counts()
+        out = {"footage_track": str(path), "source_frames": len(track), "footage_reference_frame": ref,
+               "source_frames_trackable": counts["ok"]}
+        if not present(row.get("portrait")):
+            rgb = read_frame(row["source_video"], rate, ref)
+            rgb = rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2]
+            digest = pixel_hash(rgb)
+            dst = shared_dir(row, "_portraits") / f"{digest}.png"
+            if not dst.exists():
+                write_png(dst, rgb)
+            out.update(portrait_image=str(dst), portrait_hash=digest, portrait_width=int(rgb.shape[1]),
+                       portrait_height=int(rgb.shape[0]), portrait_from="source_video")
+        return out
+
+    def _portrait_crop(self, row: dict[str, Any]) -> dict[str, Any]:
         rgb = None
         if present(row.get("portrait_image")) and present(row.get("portrait_hash")):
             digest = str(row["portrait_hash"])
@@ -248,7 +273,8 @@ class FaceCropStage(Stage):
             meta = self._crop(rgb, crop_path, _scale_note(row, rgb))
             atomic_write_text(meta_path, json.dumps(meta, indent=1))
         if "error" in meta:
-            raise ClipError(meta["error"], field="portrait", error_type=meta["error_type"])
+            field = "source_video" if row.get("portrait_from") == "source_video" else "portrait"
+            raise ClipError(meta["error"], field=field, error_type=meta["error_type"])
         return {"face_crop": str(crop_path), "face_transform": str(meta_path),
                 "crop_size": self.size, "face_score": meta["score"], "face_angle": meta["angle"],
                 "face_roll": meta["roll"], "face_px": meta["face_px"],

@@ -140,6 +140,13 @@ def face_embedding(image: np.ndarray, face: Face, jitter: int = 0) -> np.ndarray
     return np.asarray(vec, dtype=np.float64)
 
 
+def face_width(landmarks: np.ndarray) -> float:
+    """Size of a face in pixels: the larger of the jaw width (points 0-16) and the nose-bridge to
+    chin length (27-8), so a face turned sideways is not under-measured."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    return float(max(np.linalg.norm(pts[16] - pts[0]), np.linalg.norm(pts[8] - pts[27])))
+
+
 def mouth_opening(landmarks: np.ndarray) -> float:
     """Inner-lip gap normalised by the mouth width (68-point indices 60-67 inner lip)."""
     pts = np.asarray(landmarks, dtype=np.float64)

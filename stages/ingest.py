@@ -21,11 +21,14 @@ import soundfile as sf
 
 from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
+from stages.footage import probe_footage
 from stages.images import ImageError, pixel_hash, read_rgb_sized, write_png
 from stages.media import (MediaError, decode_audio, first_stream, media_duration,
                           normalise_video, probe, require_ffmpeg, stream_fps)
 
 DRIVING_VIDEOS = {"pose_video": "pose25.mp4", "expression_video": "expression25.mp4"}
+#: Footage columns and the prefix of what ingest records about them (stages/footage.py).
+FOOTAGE_VIDEOS = {"source_video": "source", "presenter_video": "presenter"}
 
 
 def present(value: Any) -> bool:
@@ -73,7 +76,12 @@ class IngestStage(Stage):
         work = work_dir_of(row)
         out: dict[str, Any] = {"work_dir": str(work)}
         out.update(self._audio(row, work))
-        out.update(self._portrait(row))
+        if present(row.get("portrait")) or not present(row.get("source_video")):
+            out.update(self._portrait(row))
+        for field, prefix in FOOTAGE_VIDEOS.items():
+            if present(row.get(field)):
+                info = probe_footage(row[field], field)
+                out.update({f"{prefix}_{k}": v for k, v in info.items()})
         for field, name in DRIVING_VIDEOS.items():
             out.update(self._driving(row, field, work / name))
         return out

@@ -200,13 +200,14 @@ def _read_exact(pipe: IO[bytes], size: int) -> bytes:
 
 
 class FfmpegWriter:
-    """Stream raw RGB frames into ``ffmpeg`` -> H.264 yuv420p (video only) at a fixed fps.
+    """Stream raw RGB frames into ``ffmpeg`` -> H.264 yuv420p (video only) at a fixed fps (an
+    integer or a rational such as ``"30000/1001"``).
 
     Odd sides are cropped by one pixel (yuv420p needs even sides). Use as a context manager; on an
     exception the partial output is removed.
     """
 
-    def __init__(self, path: str | Path, width: int, height: int, *, fps: int = 25, crf: int = 20,
+    def __init__(self, path: str | Path, width: int, height: int, *, fps: int | str = 25, crf: int = 20,
                  preset: str = "medium"):
         ffmpeg, _ = require_ffmpeg()
         self.path = Path(path)

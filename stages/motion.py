@@ -109,6 +109,8 @@ class MotionStage(Stage):
         frames = len(lip)
         if frames == 0:
             raise ClipError("the audio is shorter than one video frame (40 ms)", field="audio")
+        if present(row.get("footage_track")):
+            return self._dub(row, work, lip)
         crop = np.asarray(Image.open(row["face_crop"]).convert("RGB"))
         arrays = {"alpha_lip": lip}
         if present(row.get("pose_video_25")):
@@ -131,6 +133,20 @@ class MotionStage(Stage):
         np.savez(path, **{k: v.astype(np.float32) for k, v in arrays.items()})
         return {"motion_path": str(path), "frames": int(frames), "pose_source": pose_source,
                 "expression_source": exp_source, "emotion_applied": applied,
+                "warnings": join_warnings(row.get("warnings"), notes),
+                "checkpoint_id": self.runtime.checkpoint_id}
+
+    def _dub(self, row: dict[str, Any], work: Path, lip: np.ndarray) -> dict[str, Any]:
+        """A dub's motion: the lips from the speech; pose and expression are each footage
+        frame's own (read by the render stage from the frame it renders)."""
+        ignored = [f for f in ("pose_video", "expression_video", "emotion") if present(row.get(f))]
+        notes = [f"{f}: ignored for a dub (the footage's own head and expression are kept); "
+                 "leave it empty" for f in ignored]
+        path = work / "motion.npz"
+        rest = _to_numpy(self.runtime.renderer.rest_lip())
+        np.savez(path, alpha_lip=lip.astype(np.float32), alpha_lip_rest=rest)
+        return {"motion_path": str(path), "frames": int(len(lip)), "pose_source": "source_video",
+                "expression_source": "source_video", "emotion_applied": False if "emotion" in ignored else None,
                 "warnings": join_warnings(row.get("warnings"), notes),
                 "checkpoint_id": self.runtime.checkpoint_id}
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import uuid
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,8 @@ class MuxStage(Stage):
             raise ClipError(f"{audio.name} has no audio stream", field="audio")
         a_dur = (float(row["audio_duration_s"]) if present(row.get("audio_duration_s"))
                  else media_duration(ainfo, "audio"))
-        v_dur = video_frames(vinfo, self.fps) / self.fps
+        fps = float(Fraction(str(row["source_rate"]))) if present(row.get("source_rate")) else self.fps
+        v_dur = video_frames(vinfo, fps) / fps
         hold = a_dur - v_dur  # seconds of last frame to add (negative: video longer, cut)
         clips = (Path(row["out_dir"]) if present(row.get("out_dir")) else work.parent.parent) / "clips"
         clips.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ class MuxStage(Stage):
             args += input_args(subs["srt"])
             maps += ["-map", "2:s:0", "-c:s", "mov_text", "-metadata:s:s:0", "language=und"]
         vf = []
-        if hold > 1.0 / self.fps:
+        if hold > 1.0 / fps:
             vf.append(f"tpad=stop_mode=clone:stop_duration={hold:.4f}")
         if mode == "burned":
             vf.append("subtitles=subs.srt")  # relative: ffmpeg runs in the work folder
@@ -129,11 +131,11 @@ class MuxStage(Stage):
             raise ClipError(str(exc), error_type="MuxFailed") from exc
         finally:
             tmp.unlink(missing_ok=True)
-        out: dict[str, Any] = {"output_path": str(final), "fps": self.fps}
+        out: dict[str, Any] = {"output_path": str(final), "fps": round(fps, 4)}
         out.update(self._place_subtitles(subs, clips, str(row["clip_id"])))
         info = probe(final)
         out["duration_s"] = round(media_duration(info), 4)
-        out["frames"] = video_frames(info, self.fps)
+        out["frames"] = video_frames(info, fps)
         if measured is not None:
             out["loudness_in_lufs"] = float(measured["input_i"])
         return out

@@ -119,6 +119,35 @@ class LowerFaceComposite:
         return np.clip(self.crop[None] + self.changes(frames) + 0.5, 0, 255).astype(np.uint8)
 
 
+def crop_roi(matrix: np.ndarray, size: int, shape: tuple[int, ...]
+             ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """((x0, y0, x1, y1), ROI pixel -> crop pixel matrix): the picture's region under a
+    ``size`` crop cut with ``matrix`` (picture -> crop), clipped to the picture ``shape``."""
+    h, w = shape[:2]
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    corners = transform_points(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError("the face crop lies outside the picture")
+    roi_matrix = np.asarray(matrix, np.float64).copy()
+    roi_matrix[:, 2] += roi_matrix[:, :2] @ np.array([x0, y0], np.float64)
+    return (int(x0), int(y0), int(x1), int(y1)), roi_matrix
+
+
+def add_change(frame: np.ndarray, change: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``frame`` (H, W, 3) uint8 plus one crop-space change layer (S, S, 3) float32 (zero at the
+    crop's border) warped into place with the inverse of ``matrix`` (frame -> crop). Pixels the
+    layer does not reach keep their exact values."""
+    (x0, y0, x1, y1), roi_matrix = crop_roi(matrix, change.shape[0], frame.shape)
+    moved = cv2.warpAffine(np.ascontiguousarray(change, np.float32), roi_matrix, (x1 - x0, y1 - y0),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(frame[y0:y1, x0:x1] + moved + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 class PasteBack:
     """Put generated crops back into the portrait with the inverse of the crop transform.
 
@@ -129,16 +158,8 @@ class PasteBack:
 
     def __init__(self, portrait: np.ndarray, matrix: np.ndarray, size: int, feather: float):
         self.portrait = np.ascontiguousarray(portrait)
-        h, w = portrait.shape[:2]
-        inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
-        corners = transform_points(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
-        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
-        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
-        if x1 <= x0 or y1 <= y0:
-            raise ValueError("the face crop lies outside the portrait")
-        self.roi = (int(x0), int(y0), int(x1), int(y1))
-        roi_matrix = np.asarray(matrix, np.float64).copy()  # ROI pixel -> crop pixel
-        roi_matrix[:, 2] += roi_matrix[:, :2] @ np.array([x0, y0], np.float64)
+        self.roi, roi_matrix = crop_roi(matrix, size, portrait.shape)
+        x0, y0, x1, y1 = self.roi
         self.matrix = roi_matrix
         self.dsize = (int(x1 - x0), int(y1 - y0))
         warped = cv2.warpAffine(feather_mask(size, feather), roi_matrix, self.dsize,

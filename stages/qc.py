@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,6 +35,7 @@ from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.alignment import face_view, warp_to_crop
 from stages.delivery import audio_file_duration, delivery_metrics
+from stages.dub_qc import dub_metrics
 from stages.face_crop import load_transform
 from stages.faces import box_from_landmarks, detect_faces, fit_landmarks, mouth_opening
 from stages.identity import Embedder, cosine, csim_stats, make_embedder
@@ -95,6 +97,10 @@ class QCStage(Stage):
         samples = self._speech(clip, row, metrics)
         curves = self._sync_metrics(track, samples, fps, metrics)
 
+        expected_fps = float(self.config.ingest.fps)
+        if row.get("dub_frames") and Path(str(row["dub_frames"])).is_file():
+            metrics.update(dub_metrics(row, clip, qc_dir, float(self.config.dub.feather)))
+            expected_fps = float(Fraction(str(row["source_rate"])))
         lufs_target = self.cfg.lufs_target if self.cfg.lufs_target is not None \
             else self.config.mux.loudness_lufs
         script = {k: row.get(k) for k in SCRIPT_COLUMNS}
@@ -102,7 +108,7 @@ class QCStage(Stage):
         wer_trusted = backend == "whisperx" or (
             backend == "pocketsphinx" and self.config.align.pocketsphinx_wer_in_flag)
         status, reasons = judge({**metrics, **script}, self.cfg,
-                                fps=float(self.config.ingest.fps), lufs_target=lufs_target,
+                                fps=expected_fps, lufs_target=lufs_target,
                                 wer_trusted=wer_trusted)
         metrics["qc_status"], metrics["qc_reasons"] = status, reasons
         curves_path = qc_dir / f"{clip_id}.json"

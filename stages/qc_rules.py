@@ -76,7 +76,16 @@ def judge(m: dict[str, Any], cfg: QCConfig, *, fps: float, lufs_target: float | 
     _sync(v, m, cfg)
     _delivery(v, m, cfg, fps=fps, lufs_target=lufs_target)
     _script(v, m, cfg, wer_trusted=wer_trusted)
+    _dub(v, m, cfg)
     return v.status, "; ".join(v.reasons)
+
+
+def _dub(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
+    """Dubs (stages/dub_qc.py): frames passed through undubbed, the picture outside the mouth."""
+    v.below(m, "dubbed_fraction", cfg.min_dubbed_fraction, "warn", "dub",
+            " (frames whose face was lost, too small or turned away are left as they were)")
+    v.below(m, "outside_psnr_min", cfg.outside_psnr_warn, "warn", "dub",
+            " (the picture outside the mouth changed)")
 
 
 def _script(v: Verdict, m: dict[str, Any], cfg: QCConfig, *, wer_trusted: bool) -> None:

@@ -25,7 +25,8 @@ from pipeline.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.face_crop import load_crop_landmarks, load_transform
 from stages.images import read_rgb
-from stages.ingest import portrait_source, work_dir_of
+from stages.dub import DubRenderer
+from stages.ingest import portrait_source, present, work_dir_of
 from stages.media import FfmpegWriter, MediaError
 from stages.model_runtime import load_runtime
 from stages.paste import LowerFaceComposite, PasteBack, lower_face_mask
@@ -62,12 +63,17 @@ class RenderStage(Stage):
         self.fps = int(config.ingest.fps)
         self.max_image_side = int(config.ingest.max_image_side)
         self.runtime = load_runtime(config, batch_size=self.cfg.batch_size)
+        self.dubber = DubRenderer(self.runtime, config.dub, crf=int(self.mux.crf), preset=str(self.mux.preset))
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         import torch
 
         self.runtime.use_row_weights(row)
         work = work_dir_of(row)
+        if present(row.get("footage_track")):
+            return {**self.dubber.render(row, work), "render_device": self.runtime.device,
+                    "render_output": "footage", "render_region": "mouth",
+                    "checkpoint_id": self.runtime.checkpoint_id}
         size = self.runtime.size
         crop = np.asarray(Image.open(row["face_crop"]).convert("RGB"))
         if crop.shape[:2] != (size, size):

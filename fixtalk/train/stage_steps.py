@@ -295,8 +295,11 @@ def set_stage_mode(model: torch.nn.Module, stage: str) -> None:
         model.audio2lip.train()
 
 
-def trainable_prefixes(stage: str, model) -> tuple[str, ...] | None:
-    """Parameter-name prefixes a stage trains (None = all generator parameters but Audio2Lip)."""
+def trainable_prefixes(stage: str, model, override: str = "") -> tuple[str, ...] | None:
+    """Parameter-name prefixes a stage trains (None = all generator parameters but Audio2Lip);
+    ``override`` (StageConfig.trainable, comma-separated) replaces the stage's own choice."""
+    if override.strip():
+        return tuple(p.strip() for p in override.split(",") if p.strip())
     if stage == "exp":
         if not model.cfg.has_exp:
             raise ValueError(f"stage 'exp' needs a model with an expression bank (variant "

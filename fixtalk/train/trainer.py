@@ -160,7 +160,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one stage
     def _optimizers(self, st: StageConfig):
-        prefixes = trainable_prefixes(st.name, self.model)
+        prefixes = trainable_prefixes(st.name, self.model, st.trainable)
         mults: dict[float, list] = {}
         for name, p in self.model.named_parameters():
             train = (not name.startswith("audio2lip.")) if prefixes is None else name.startswith(prefixes)
