@@ -24,7 +24,8 @@ DEFAULT_INTENSITY = 1.0
 
 @dataclass(frozen=True)
 class Column:
-    """One manifest column. ``kind`` is ``id`` | ``path`` | ``text`` | ``emotion`` | ``number``."""
+    """One manifest column. ``kind`` is ``id`` | ``path`` | ``text`` | ``emotion`` | ``number`` |
+    ``consent`` (a path when such a file exists, else an identifier kept as written)."""
 
     name: str
     kind: str
@@ -42,6 +43,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("emotion", "emotion", False, "optional: " + ", ".join(EMOTIONS)),
     Column("emotion_intensity", "number", False, "optional number in [0, 2], default 1.0"),
     Column("presenter_id", "text", False, "optional label grouping clips of one presenter"),
+    Column("consent", "consent", False, "optional record of the presenter's agreement: a file "
+           "(its name and sha256 are signed into the clip) or an identifier"),
 )
 
 COLUMN_BY_NAME = {c.name: c for c in COLUMNS}

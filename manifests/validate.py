@@ -101,6 +101,14 @@ def _file_problem(raw: str, resolved: str, base_dir: Path) -> str | None:
     return f"file not found: {resolved}{where}; fix the path or add the file"
 
 
+def _consent(raw: str, base_dir: Path) -> str:
+    """A consent cell naming an existing file becomes its absolute path (relative paths resolve
+    against the manifest's folder); anything else is an identifier, kept as written."""
+    text = raw.strip()
+    resolved = _resolve(text, base_dir)
+    return resolved if text and os.path.isfile(resolved) else text
+
+
 def _intensity(raw: str | None) -> tuple[float, str | None]:
     if raw is None:
         return DEFAULT_INTENSITY, None
@@ -160,6 +168,9 @@ def validate_frame(frame: pd.DataFrame, base_dir: str | os.PathLike[str], source
             why = _file_problem(value, row[col], base_dir)
             if why:
                 bad(col, why)
+
+        if row.get("consent") is not None:
+            row["consent"] = _consent(str(row["consent"]), base_dir)
 
         if row.get("audio") is None and row.get("script") is None:
             bad("audio", "the row has neither audio nor script; give an audio file or a script to speak")

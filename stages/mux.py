@@ -34,7 +34,7 @@ from stages.disclosure import (POSITIONS, label_image, metadata_args, overlay_fi
 from stages.ingest import present, work_dir_of
 from stages.media import (MediaError, first_stream, input_args, media_duration, probe,
                           require_ffmpeg, run_ffmpeg)
-from stages.provenance import manifest_definition, sign_mp4
+from stages.provenance import CONSENT_MISSING, manifest_definition, sign_mp4
 from stages.signing_identity import resolve_identity
 
 
@@ -91,9 +91,7 @@ class MuxStage(Stage):
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.prov.require_consent and not present(row.get("consent")):
-            raise ClipError("empty, and provenance.require_consent is on; give the presenter's recorded "
-                            "agreement (a file or an identifier) in the 'consent' column",
-                            field="consent", error_type="MissingConsent")
+            raise ClipError(CONSENT_MISSING, field="consent", error_type="MissingConsent")
         work = work_dir_of(row)
         video = Path(row["video_path"] if present(row.get("video_path")) else work / "video.mp4").resolve()
         audio = next((row[k] for k in ("audio", "audio_16k") if present(row.get(k))), None)

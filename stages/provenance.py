@@ -35,6 +35,9 @@ ASSERTION = "com.fixtalk.provenance"
 SOURCE_TYPES = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 CREATED, EDITED = "trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"
 UNTRUSTED = "signingCredential.untrusted"
+#: why a row without consent fails when ``provenance.require_consent`` is on (field: ``consent``)
+CONSENT_MISSING = ("empty, and provenance.require_consent is on; give the presenter's recorded agreement "
+                   "(a file or an identifier) in the 'consent' column")
 #: row column -> (ingredient role, relationship)
 INPUT_ROLES = (("source_video", "footage", "parentOf"), ("portrait", "portrait", "inputTo"),
                ("audio", "speech", "inputTo"), ("pose_video", "pose_video", "inputTo"),

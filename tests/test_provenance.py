@@ -199,3 +199,39 @@ def test_dubbed_footage_is_an_edit_of_its_parent(media, tmp_path):
     assert found.digital_source_type == "compositeWithTrainedAlgorithmicMedia"
     assert {(i["title"], i["relationship"]) for i in found.inputs} == {
         ("footage.mp4", "parentOf"), ("speech.wav", "inputTo")}
+
+
+def test_run_fails_rows_without_consent_and_audit_lists_bad_credentials(media, tmp_path, capsys):
+    """A whole ``fixtalk run`` (local engine, mux alone on pre-made renders): the row without
+    consent fails before rendering, the other is signed; audit then finds a replaced clip."""
+    from pipeline.audit import main as audit_main
+    from pipeline.run import RunRequest, run
+
+    (tmp_path / "consent.txt").write_text("Anna agrees, 2026-11-02")
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("clip_id,portrait,audio,consent\n"
+                        f"ok1,{media['portrait']},{media['speech']},consent.txt\n"
+                        f"nocons,{media['portrait']},{media['speech']},\n")
+    out = tmp_path / "out"
+    (out / "work" / "ok1").mkdir(parents=True)
+    (out / "work" / "ok1" / "video.mp4").write_bytes(media["video"].read_bytes())
+    overrides = ["run.engine=local", "provenance.require_consent=true", "mux.preset=ultrafast",
+                 f"provenance.identity_dir={tmp_path / 'config'}"]
+    outcome = run(RunRequest(manifest=manifest, out=out, overrides=overrides, stage_classes=[MuxStage], tty=False))
+    res = outcome.results.set_index("clip_id")
+    assert outcome.exit_code == 3
+    assert res.loc["nocons", ["status", "error_stage", "error_type"]].tolist() == ["failed", "manifest", "MissingConsent"]
+    assert "column 'consent'" in res.loc["nocons", "error_message"]
+    assert res.loc["ok1", "status"] == "ok" and res.loc["ok1", "c2pa_manifest_id"].startswith("urn:c2pa:")
+    assert res.loc["ok1", "consent"] == str(tmp_path / "consent.txt")
+    saved = pd.read_parquet(out / "results.parquet").set_index("clip_id")
+    assert saved.loc["ok1", "c2pa_manifest_id"] == res.loc["ok1", "c2pa_manifest_id"]
+
+    assert audit_main([str(out), "--credentials", "invalid", "--ids-only"]) == 0
+    assert capsys.readouterr().out == ""
+    clip = out / "clips" / "ok1.mp4"
+    ffmpeg("-i", str(clip), "-c", "copy", str(tmp_path / "copy.mp4"))  # a remux drops the manifest
+    (tmp_path / "copy.mp4").replace(clip)
+    assert audit_main([str(out), "--credentials", "invalid"]) == 0
+    text = capsys.readouterr().out
+    assert "ok1" in text and "no content credentials" in text and "nocons" not in text
