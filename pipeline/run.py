@@ -121,12 +121,13 @@ def _require_consent(frame: pd.DataFrame) -> None:
 
 def _check_provenance(cfg: PipelineConfig) -> None:
     """The signing identity, once in the driver before any stage starts: a bad ``provenance.cert``
-    or ``provenance.key`` stops the run with its message (SystemicError), and the local identity
-    is made here rather than raced for by the mux actors."""
+    or ``provenance.key`` (or one the C2PA library refuses) stops the run with its message
+    (SystemicError), and the local identity is made here rather than raced for by mux actors."""
     if cfg.provenance.enabled:
+        from stages.provenance import check_signer
         from stages.signing_identity import resolve_identity
 
-        resolve_identity(cfg.provenance.cert, cfg.provenance.key, cfg.provenance.identity_dir)
+        check_signer(resolve_identity(cfg.provenance.cert, cfg.provenance.key, cfg.provenance.identity_dir))
 
 
 def _remove_stale_temps(out: Path) -> None:

@@ -132,10 +132,7 @@ def sign_mp4(src: Path, dst: Path, definition: dict[str, Any], identity: Signing
         with c2pa.Builder(definition) as builder, open(src, "rb") as source, open(dst, "w+b") as dest:
             builder.sign(signer, "video/mp4", source, dest)
     except c2pa.C2paError.Signature as exc:
-        raise SystemicError(f"provenance.cert: the C2PA library refused the signing certificate ({exc}); "
-                            "it needs a signer certificate issued by a CA (not self-signed), with the "
-                            "digitalSignature key usage and the emailProtection or documentSigning "
-                            "extended key usage, followed by its CA certificate(s)") from exc
+        raise SystemicError(_refused(exc)) from exc
     except c2pa.C2paError as exc:
         raise ClipError(f"signing the content credentials failed ({exc})", error_type="SigningFailed") from exc
     found = read_credentials(dst)
@@ -143,6 +140,39 @@ def sign_mp4(src: Path, dst: Path, definition: dict[str, Any], identity: Signing
         raise ClipError(f"the signed file carries no readable manifest ({found.reason})",
                         error_type="SigningFailed")
     return found.manifest_id
+
+
+def check_signer(identity: SigningIdentity) -> None:
+    """Sign a tiny in-memory PNG with ``identity``: a certificate the C2PA library refuses raises
+    :class:`SystemicError` here, before any clip is rendered."""
+    import io
+
+    from PIL import Image
+
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(image, format="PNG")
+    image.seek(0)
+    created = {"action": "c2pa.created", "digitalSourceType": SOURCE_TYPES + CREATED}
+    definition = {"claim_generator_info": [{"name": CLAIM_GENERATOR, "version": "check"}],
+                  "title": "check.png", "format": "image/png",
+                  "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [created]}}]}
+    try:
+        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(identity.alg, identity.chain_pem,
+                                                           identity.key_pem, None))
+        with c2pa.Builder(definition) as builder:
+            builder.sign(signer, "image/png", image, io.BytesIO())
+    except c2pa.C2paError.Signature as exc:
+        raise SystemicError(_refused(exc)) from exc
+    except c2pa.C2paError as exc:
+        raise SystemicError(f"provenance: the C2PA library cannot sign ({exc}); set "
+                            "provenance.enabled=false to render without content credentials") from exc
+
+
+def _refused(exc: Exception) -> str:
+    return (f"provenance.cert: the C2PA library refused the signing certificate ({exc}); it needs a "
+            "signer certificate issued by a CA (not self-signed), with the digitalSignature key usage "
+            "and the emailProtection or documentSigning extended key usage, followed by its CA "
+            "certificate(s)")
 
 
 @dataclass

@@ -5,6 +5,7 @@ model renders. Signing uses real c2pa-python; verifying uses ``fixtalk verify``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -19,8 +20,8 @@ from pipeline.config import PipelineConfig
 from stages.base import SystemicError
 from stages.media import probe, video_to_frames
 from stages.mux import MuxStage
-from stages.provenance import read_credentials, sha256_of
-from stages.signing_identity import LOCAL_KEY, LOCAL_SUBDIR, make_ca_and_leaf
+from stages.provenance import check_signer, read_credentials, sha256_of
+from stages.signing_identity import LOCAL_KEY, LOCAL_SUBDIR, SigningIdentity, make_ca_and_leaf
 from stages.subtitles import parse_cue_times
 
 W, H, SECONDS = 192, 128, 2.0
@@ -66,6 +67,10 @@ def make_row(media: dict[str, Path], out: Path, clip_id: str, subs: bool = True,
            "status": None}
     row.update(extra)
     return row
+
+
+def identity_of(chain: bytes, key: bytes) -> SigningIdentity:
+    return SigningIdentity(chain, key, "es384", "test", local=False)
 
 
 def verify(capsys, *args: str) -> tuple[int, str]:
@@ -155,6 +160,10 @@ def test_user_certificate_signs_with_its_name(media, tmp_path, capsys):
     cfg.provenance.key = str(tmp_path / "missing.key")
     with pytest.raises(SystemicError, match="provenance.key: cannot read"):
         MuxStage(cfg)
+    check_signer(identity_of(chain, key))  # the driver's check before any clip
+    ca_only = dataclasses.replace(identity_of(chain, key), chain_pem=ca)  # the CA alone, not the signer
+    with pytest.raises(SystemicError, match="provenance.cert: the C2PA library refused"):
+        check_signer(ca_only)
 
 
 def test_label_appears_in_a_decoded_frame(media, tmp_path):
