@@ -229,7 +229,8 @@ def test_run_fails_rows_without_consent_and_audit_lists_bad_credentials(media, t
     outcome = run(RunRequest(manifest=manifest, out=out, overrides=overrides, stage_classes=[MuxStage], tty=False))
     res = outcome.results.set_index("clip_id")
     assert outcome.exit_code == 3
-    assert res.loc["nocons", ["status", "error_stage", "error_type"]].tolist() == ["failed", "manifest", "MissingConsent"]
+    assert res.loc["nocons", ["status", "error_stage", "error_type"]].tolist() == [
+        "failed", "manifest", "MissingConsent"]
     assert "column 'consent'" in res.loc["nocons", "error_message"]
     assert res.loc["ok1", "status"] == "ok" and res.loc["ok1", "c2pa_manifest_id"].startswith("urn:c2pa:")
     assert res.loc["ok1", "consent"] == str(tmp_path / "consent.txt")
