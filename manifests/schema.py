@@ -24,7 +24,8 @@ DEFAULT_INTENSITY = 1.0
 
 @dataclass(frozen=True)
 class Column:
-    """One manifest column. ``kind`` is ``id`` | ``path`` | ``text`` | ``emotion`` | ``number``."""
+    """One manifest column. ``kind`` is ``id`` | ``path`` | ``text`` | ``emotion`` | ``number`` |
+    ``consent`` (a path when such a file exists, else an identifier kept as written)."""
 
     name: str
     kind: str
@@ -47,6 +48,8 @@ COLUMNS: tuple[Column, ...] = (
            "with the mouth re-rendered to the row's speech"),
     Column("presenter_video", "path", False, "footage of the presenter that the model is fitted to "
            "before rendering (default for a dub: its source_video)"),
+    Column("consent", "consent", False, "optional record of the presenter's agreement: a file "
+           "(its name and sha256 are signed into the clip) or an identifier"),
 )
 
 COLUMN_BY_NAME = {c.name: c for c in COLUMNS}

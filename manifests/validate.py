@@ -67,8 +67,8 @@ def _check_columns(frame: pd.DataFrame, source: str) -> None:
             f"at least {', '.join(REQUIRED_COLUMNS)}, one of {' or '.join(FACE_COLUMNS)} and one of "
             f"{' or '.join(SPEECH_COLUMNS)}")
     if not any(c in frame.columns for c in FACE_COLUMNS):
-        raise ManifestError(f"{source}: needs a 'portrait' column (stills), a 'source_video' column "
-                            "(footage to dub), or both")
+        raise ManifestError(f"{source}: missing required column 'portrait' (stills) or 'source_video' "
+                            "(footage to dub); the header row needs one of them, or both")
     if not any(c in frame.columns for c in SPEECH_COLUMNS):
         raise ManifestError(f"{source}: needs an 'audio' column, a 'script' column, or both")
     clashes = sorted(c for c in frame.columns if c in RESERVED_COLUMNS or c.startswith("t_"))
@@ -103,6 +103,14 @@ def _file_problem(raw: str, resolved: str, base_dir: Path) -> str | None:
     if os.path.isdir(resolved):
         return f"{resolved} is a folder, not a file{where}; point at the file itself"
     return f"file not found: {resolved}{where}; fix the path or add the file"
+
+
+def _consent(raw: str, base_dir: Path) -> str:
+    """A consent cell naming an existing file becomes its absolute path (relative paths resolve
+    against the manifest's folder); anything else is an identifier, kept as written."""
+    text = raw.strip()
+    resolved = _resolve(text, base_dir)
+    return resolved if text and os.path.isfile(resolved) else text
 
 
 def _intensity(raw: str | None) -> tuple[float, str | None]:
@@ -165,6 +173,9 @@ def validate_frame(frame: pd.DataFrame, base_dir: str | os.PathLike[str], source
             why = _file_problem(value, row[col], base_dir)
             if why:
                 bad(col, why)
+
+        if row.get("consent") is not None:
+            row["consent"] = _consent(str(row["consent"]), base_dir)
 
         if row.get("audio") is None and row.get("script") is None:
             bad("audio", "the row has neither audio nor script; give an audio file or a script to speak")

@@ -7,9 +7,13 @@ Examples::
     fixtalk audit OUT --qc warn,fail --ids-only > redo.txt     # then: fixtalk run M --only redo.txt
     fixtalk audit OUT --status failed --format json
     fixtalk audit OUT --metric script_wer --above 0.5              # audio that is not the script
+    fixtalk audit OUT --credentials invalid                     # clips without valid C2PA credentials
 
 Filters combine with AND. ``--qc`` and ``--status`` take comma-separated values. A row whose
 metric is missing (NaN, e.g. a clip that failed before QC) never matches ``--below`` / ``--above``.
+``--credentials`` reads the content credentials of every delivered clip (``OUT/clips/<clip_id>.mp4``
+of rows ok or skipped) as ``fixtalk verify`` does and adds a ``credentials`` column: ``invalid``
+lists clips with no manifest, a tampered one or a missing file; an untrusted signer is valid.
 CSV output guards against formula injection: a text cell starting with ``=``, ``+``, ``-``, ``@``
 (or a tab / carriage return) is prefixed with a single quote; numbers are written as numbers.
 """
@@ -40,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--above", type=float, help="keep rows with METRIC > this value")
     p.add_argument("--qc", help="keep rows with this qc_status (pass, warn, fail; comma list)")
     p.add_argument("--status", help="keep rows with this status (ok, failed; comma list)")
+    p.add_argument("--credentials", choices=("invalid", "valid"),
+                   help="keep delivered clips whose content credentials (C2PA) are invalid / valid")
+    p.add_argument("--trust", action="append", default=[], metavar="CA.pem",
+                   help="with --credentials: PEM file of CA certificates to trust (repeatable)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--columns", help="comma-separated columns to print (default: a QC summary)")
     p.add_argument("--ids-only", action="store_true",
@@ -52,10 +60,15 @@ class AuditError(ValueError):
 
 
 def select(df: pd.DataFrame, *, metric: str | None = None, below: float | None = None,
-           above: float | None = None, qc: str | None = None, status: str | None = None
-           ) -> pd.DataFrame:
-    """The rows of ``df`` matching every given filter."""
+           above: float | None = None, qc: str | None = None, status: str | None = None,
+           credentials: str | None = None) -> pd.DataFrame:
+    """The rows of ``df`` matching every given filter (``credentials`` needs the column that
+    :func:`add_credentials` makes)."""
     keep = pd.Series(True, index=df.index)
+    if credentials:
+        delivered = df["status"].isin(("ok", "skipped")) if "status" in df.columns else keep
+        valid = df["credentials"].astype(str).str.startswith("valid")
+        keep &= delivered & (valid if credentials == "valid" else ~valid)
     if (below is not None or above is not None) and not metric:
         raise AuditError("--below/--above need --metric COLUMN (e.g. --metric csim_mean)")
     if metric:
@@ -76,6 +89,16 @@ def select(df: pd.DataFrame, *, metric: str | None = None, below: float | None =
             column = df[col] if col in df.columns else pd.Series(None, index=df.index)
             keep &= column.isin(allowed)
     return df[keep.fillna(False)]
+
+
+def add_credentials(df: pd.DataFrame, out: Path, trust_pem: bytes | None = None) -> pd.DataFrame:
+    """``df`` with a ``credentials`` column: the verdict on ``OUT/clips/<clip_id>.mp4`` of each
+    delivered row (:func:`pipeline.verify.credentials_column`), ``no clip`` for the others."""
+    from pipeline.verify import credentials_column
+
+    delivered = df["status"].isin(("ok", "skipped")) if "status" in df.columns else pd.Series(True, index=df.index)
+    paths = [str(out / "clips" / f"{cid}.mp4") if ok else None for cid, ok in zip(df["clip_id"], delivered)]
+    return df.assign(credentials=credentials_column(paths, trust_pem))
 
 
 def csv_cell(value: Any) -> Any:
@@ -132,8 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     df = pd.read_parquet(results)
     try:
+        if args.credentials:
+            from pipeline.verify import read_trust
+
+            df = add_credentials(df, Path(args.out), read_trust(args.trust))
         hits = select(df, metric=args.metric, below=args.below, above=args.above, qc=args.qc,
-                      status=args.status)
+                      status=args.status, credentials=args.credentials)
+    except OSError as exc:
+        print(f"fixtalk audit: --trust: {exc}", file=sys.stderr)
+        return 2
     except AuditError as exc:
         print(f"fixtalk audit: {exc}", file=sys.stderr)
         return 2
@@ -144,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = [c.strip() for c in args.columns.split(",")] if args.columns else DEFAULT_COLUMNS
     if args.metric and args.metric not in wanted:
         wanted.insert(1, args.metric)
+    if args.credentials and "credentials" not in wanted:
+        wanted.insert(2, "credentials")
     unknown = [c for c in wanted if c not in df.columns and args.columns]
     if unknown:
         print(f"fixtalk audit: unknown --columns {', '.join(unknown)}", file=sys.stderr)

@@ -5,6 +5,7 @@
     fixtalk manifest import clips.xlsx|clips.csv -o manifest.parquet
     fixtalk manifest validate FILE
     fixtalk audit OUT ...           (pipeline.audit)
+    fixtalk verify CLIP...          (pipeline.verify: content credentials)
     fixtalk train ... / fixtalk data prepare ...   (fixtalk.train.cli)
 
 Exit codes of ``run``: 0 all clips ok, 3 some failed, 2 usage or invalid manifest, 1 systemic error.
@@ -18,7 +19,10 @@ import sys
 from typing import Sequence
 
 EXIT_USAGE = 2
-DISPATCH = {"audit": "pipeline.audit", "train": "fixtalk.train.cli", "data": "fixtalk.train.cli"}
+DISPATCH = {"audit": "pipeline.audit", "verify": "pipeline.verify", "train": "fixtalk.train.cli",
+            "data": "fixtalk.train.cli"}
+#: modules whose ``main`` takes the arguments after the command (the others get the command too)
+OWN_ARGV = ("pipeline.audit", "pipeline.verify")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _manifest_parser(sub)
     for name, help_text in (("audit", "list clips of a finished run by QC metric or status"),
+                            ("verify", "check the content credentials (C2PA) of clips"),
                             ("train", "train a model (see fixtalk.train)"),
                             ("data", "prepare training data (see fixtalk.train)")):
         sub.add_parser(name, help=help_text, add_help=False)
@@ -114,7 +119,7 @@ def _dispatch(command: str, argv: Sequence[str]) -> int:
     except ImportError as exc:
         print(f"fixtalk {command}: not available ({module_name}: {exc})", file=sys.stderr)
         return 1
-    forwarded = list(argv) if module_name == "pipeline.audit" else [command, *argv]
+    forwarded = list(argv) if module_name in OWN_ARGV else [command, *argv]
     result = module.main(forwarded)
     return int(result or 0)
 

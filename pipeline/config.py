@@ -154,6 +154,29 @@ class MuxConfig:
 
 
 @dataclass
+class ProvenanceConfig:
+    """Content credentials, disclosure and consent (stages/provenance.py, applied by mux).
+
+    ``enabled``: sign a C2PA manifest into every clip (with ``cert``/``key``, a PEM chain and its
+    unencrypted key; without them a local, untrusted identity under ``identity_dir``, default
+    ``$XDG_CONFIG_HOME/fixtalk-studio``). ``label``: a short text (e.g. "AI-generated") burnt
+    into a corner for the first ``label_seconds`` (None or 0: the whole clip), its height a
+    ``label_size`` share of the frame height. ``statement``: the disclosure written into the MP4's
+    metadata and the subtitle files (default: the label, else a fixed sentence)."""
+
+    enabled: bool = True
+    cert: str | None = None
+    key: str | None = None
+    identity_dir: str | None = None
+    label: str | None = None  # None: no visible label
+    label_seconds: float | None = 5.0
+    label_position: str = "top-right"  # top-left | top-right | bottom-left | bottom-right
+    label_size: float = 0.05
+    statement: str | None = None
+    require_consent: bool = False  # a row without a `consent` cell fails
+
+
+@dataclass
 class QCConfig:
     resources: Resources = field(default_factory=Resources)
     enabled: bool = True
@@ -270,6 +293,7 @@ class PipelineConfig:
     adapt: AdaptSection = field(default_factory=AdaptSection)
     render: RenderConfig = field(default_factory=RenderConfig)
     mux: MuxConfig = field(default_factory=MuxConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
     qc: QCConfig = field(default_factory=QCConfig)
     dub: DubConfig = field(default_factory=DubConfig)
 

@@ -12,7 +12,8 @@ A record is the full result row of a clip plus ``recorded_at`` (epoch seconds) a
 
 Fingerprint (what decides "unchanged"): sha256 over
   * the *content* of the row's input files (portrait, audio, pose_video, expression_video),
-  * the row's ``script``, ``emotion`` and ``emotion_intensity``,
+  * the row's ``script``, ``emotion``, ``emotion_intensity`` and ``consent`` (it is signed into
+    the clip's content credentials),
   * every option of the render-relevant config sections (see :data:`FINGERPRINT_SECTIONS`) except
     the ones in :data:`FINGERPRINT_EXCLUDE` (resources, device, batch sizes: they change speed, not
     pixels; the checkpoint path is replaced by its content id),
@@ -39,18 +40,19 @@ import pyarrow.parquet as pq
 LEDGER_DIR = "ledger"
 PART_GLOB = "part-*.parquet"
 FINGERPRINT_VERSION = "1"
-FINGERPRINT_SECTIONS = ("model", "speech", "ingest", "align", "face_crop", "adapt", "motion", "render", "mux")
+FINGERPRINT_SECTIONS = ("model", "speech", "ingest", "align", "face_crop", "adapt", "motion", "render", "mux",
+                        "provenance")
 FINGERPRINT_EXCLUDE = frozenset({
     "resources", "model.device", "model.checkpoint", "model.audio2lip", "render.batch_size",
     "motion.chunk_frames", "face_crop.face_alignment_device", "adapt.recipe.num_threads",
-    "adapt.recipe.checkpoint_minutes", "adapt.footage", "dub.batch_size",
+    "adapt.recipe.checkpoint_minutes", "adapt.footage", "dub.batch_size", "provenance.identity_dir",
 })
 INPUT_FILE_COLUMNS = ("portrait", "audio", "pose_video", "expression_video")
 #: Footage inputs and the options that only footage rows use: mixed into the fingerprint of rows
 #: that have footage, so that rows without it keep the fingerprints they had before dubbing existed.
 FOOTAGE_FILE_COLUMNS = ("source_video", "presenter_video")
 FOOTAGE_SECTIONS = ("dub", "adapt.footage")
-INPUT_VALUE_COLUMNS = ("script", "emotion", "emotion_intensity")
+INPUT_VALUE_COLUMNS = ("script", "emotion", "emotion_intensity", "consent")
 COMPACT_AFTER = 256  # parts; compaction folds them into one file at the start of a run
 
 _hash_cache: dict[tuple[str, int, int], str] = {}

@@ -21,7 +21,8 @@ TRAILING = ("fingerprint", "checkpoint_id", "code_version", ROW_INDEX)
 FLOAT_COLUMNS = ("duration_s", "fps", "emotion_intensity", "audio_duration_s", "script_wer")
 INT_COLUMNS = ("frames", ROW_INDEX)
 TEXT_COLUMNS = ("clip_id", "status", "error_stage", "error_type", "error_message", "output_path",
-                "fingerprint", "checkpoint_id", "code_version", "warnings") + tuple(
+                "fingerprint", "checkpoint_id", "code_version", "warnings", "c2pa_manifest_id",
+                "c2pa_signer") + tuple(
                     c.name for c in COLUMNS if c.kind != "number")
 INTERNAL = ("recorded_at", "run_id")
 STATUSES = ("ok", "failed", "skipped", "pending")

@@ -102,7 +102,32 @@ def _prepare_rows(frame: pd.DataFrame, out: Path, cfg: PipelineConfig, ckpt: str
             frame.loc[frame.index[i], ["status", "error_stage", "error_type", "error_message"]] = [
                 "failed", "manifest", "InvalidRow", f"cannot read an input file: {exc}; check the path"]
     frame["fingerprint"] = prints
+    if cfg.provenance.require_consent:
+        _require_consent(frame)
     return frame
+
+
+def _require_consent(frame: pd.DataFrame) -> None:
+    """``provenance.require_consent``: a valid row without a ``consent`` cell fails before anything
+    is rendered (mux checks it again for stages run on their own)."""
+    from stages.provenance import CONSENT_MISSING
+
+    consent = frame["consent"] if "consent" in frame.columns else pd.Series(None, index=frame.index)
+    empty = consent.isna() | (consent.astype(str).str.strip() == "")
+    missing = (frame["status"] == "ok") & empty
+    frame.loc[missing, ["status", "error_stage", "error_type", "error_message"]] = [
+        "failed", "manifest", "MissingConsent", f"column 'consent': {CONSENT_MISSING}"]
+
+
+def _check_provenance(cfg: PipelineConfig) -> None:
+    """The signing identity, once in the driver before any stage starts: a bad ``provenance.cert``
+    or ``provenance.key`` (or one the C2PA library refuses) stops the run with its message
+    (SystemicError), and the local identity is made here rather than raced for by mux actors."""
+    if cfg.provenance.enabled:
+        from stages.provenance import check_signer
+        from stages.signing_identity import resolve_identity
+
+        check_signer(resolve_identity(cfg.provenance.cert, cfg.provenance.key, cfg.provenance.identity_dir))
 
 
 def _remove_stale_temps(out: Path) -> None:
@@ -220,6 +245,8 @@ def run(req: RunRequest) -> RunOutcome:
         classes = list(req.stage_classes) if req.stage_classes is not None else dag.load_stage_classes(cfg)
         stage_names[:] = [getattr(c, "name", c.__name__) for c in classes]
         if len(sel.todo):
+            if "mux" in stage_names:
+                _check_provenance(cfg)
             if cfg.run.engine == "ray":
                 started_ray = _ensure_ray(cfg)
             for batch in _batches(cfg, sel.todo, classes):

@@ -9,7 +9,13 @@
 * video duration = audio duration within one frame (the output is cut at the audio's end);
 * the file appears under its final name only when complete: written to ``OUT/clips/.tmp-*`` and
   moved with :func:`os.replace`; subtitles from ``OUT/work/<id>/subs.srt|vtt`` are placed beside
-  it and, with ``align.subtitles=embedded``, added as a ``mov_text`` track (``burned``: drawn in).
+  it and, with ``align.subtitles=embedded``, added as a ``mov_text`` track (``burned``: drawn in);
+* provenance (``provenance`` config section, :mod:`stages.provenance`, :mod:`stages.disclosure`):
+  the C2PA content credentials are signed into the temp file before the rename, so a clip is never
+  visible unsigned (``c2pa_manifest_id``, ``c2pa_signer`` in the results); the disclosure
+  statement goes into the MP4's metadata and the subtitle files; ``provenance.label`` burns a
+  visible label in (the video is then re-encoded); ``provenance.require_consent`` fails a row
+  without a ``consent`` cell.
 """
 from __future__ import annotations
 
@@ -17,17 +23,20 @@ import json
 import math
 import os
 import re
-import shutil
 import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from stages.base import ClipError, Stage
+from stages.base import ClipError, Stage, SystemicError
+from stages.disclosure import (POSITIONS, label_image, metadata_args, overlay_filter, srt_with_cue,
+                               statement_text, vtt_with_note)
 from stages.ingest import present, work_dir_of
 from stages.media import (MediaError, first_stream, input_args, media_duration, probe,
                           require_ffmpeg, run_ffmpeg)
+from stages.provenance import CONSENT_MISSING, manifest_definition, sign_mp4
+from stages.signing_identity import resolve_identity
 
 
 def measure_loudness(audio: str | Path, lufs: float, tp: float, lra: float) -> dict[str, str]:
@@ -73,8 +82,17 @@ class MuxStage(Stage):
         self.subtitles = config.align.subtitles
         self.fps = int(config.ingest.fps)
         require_ffmpeg()
+        self.prov = config.provenance
+        if self.prov.label and self.prov.label_position not in POSITIONS:
+            raise SystemicError(f"provenance.label_position={self.prov.label_position!r}: use one of "
+                                f"{', '.join(POSITIONS)}")
+        self.statement = statement_text(self.prov.label, self.prov.statement)
+        self.identity = (resolve_identity(self.prov.cert, self.prov.key, self.prov.identity_dir)
+                         if self.prov.enabled else None)
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.prov.require_consent and not present(row.get("consent")):
+            raise ClipError(CONSENT_MISSING, field="consent", error_type="MissingConsent")
         work = work_dir_of(row)
         video = Path(row["video_path"] if present(row.get("video_path")) else work / "video.mp4").resolve()
         audio = next((row[k] for k in ("audio", "audio_16k") if present(row.get(k))), None)
@@ -102,7 +120,7 @@ class MuxStage(Stage):
         mode = self.subtitles if "srt" in subs else "sidecar"
 
         args: list[str] = [*input_args(video), *input_args(audio)]
-        maps = ["-map", "0:v:0", "-map", "1:a:0"]
+        maps = ["-map", "1:a:0"]
         if mode == "embedded":
             args += input_args(subs["srt"])
             maps += ["-map", "2:s:0", "-c:s", "mov_text", "-metadata:s:s:0", "language=und"]
@@ -111,34 +129,63 @@ class MuxStage(Stage):
             vf.append(f"tpad=stop_mode=clone:stop_duration={hold:.4f}")
         if mode == "burned":
             vf.append("subtitles=subs.srt")  # relative: ffmpeg runs in the work folder
-        if vf:
-            vcodec = ["-vf", ",".join([*vf, "format=yuv420p"]), "-c:v", "libx264",
-                      "-preset", self.cfg.preset, "-crf", str(self.cfg.crf), "-pix_fmt", "yuv420p"]
-        else:
-            vcodec = ["-c:v", "copy"]
+        vcodec = self._video_codec(vf, vinfo, work, args)
         channels = int(a_stream.get("channels") or 1)
         acodec = ["-c:a", "aac", "-b:a", str(self.cfg.audio_bitrate),
                   "-ar", str(self.cfg.sample_rate), "-ac", str(min(channels, 2))]
         measured = self._loudnorm(audio, acodec)
+        meta = metadata_args(self.statement) if self.prov.enabled or self.prov.label else []
         tmp = clips / f".tmp-{row['clip_id']}-{uuid.uuid4().hex[:8]}.mp4"
+        signed = tmp.with_suffix(".signed.mp4")
+        out: dict[str, Any] = {"output_path": None, "fps": round(fps, 4)}
         try:
-            run_ffmpeg([*args, *maps, *vcodec, *acodec, "-t", f"{a_dur:.4f}",
+            run_ffmpeg([*args, *vcodec, *maps, *acodec, *meta, "-t", f"{a_dur:.4f}",
                         "-movflags", "+faststart", "-f", "mp4", str(tmp)],
                        what="muxing video and audio", cwd=work)
+            if self.identity is not None:
+                definition = manifest_definition(row, statement=self.statement, label=self.prov.label,
+                                                 label_seconds=self.prov.label_seconds)
+                out["c2pa_manifest_id"] = sign_mp4(tmp, signed, definition, self.identity)
+                out["c2pa_signer"] = self.identity.signer_name + (" (local, untrusted)" if self.identity.local else "")
+                os.replace(signed, tmp)
             final = clips / f"{row['clip_id']}.mp4"
             os.replace(tmp, final)
         except MediaError as exc:
             raise ClipError(str(exc), error_type="MuxFailed") from exc
         finally:
             tmp.unlink(missing_ok=True)
-        out: dict[str, Any] = {"output_path": str(final), "fps": round(fps, 4)}
-        out.update(self._place_subtitles(subs, clips, str(row["clip_id"])))
+            signed.unlink(missing_ok=True)
+        out["output_path"] = str(final)
+        out.update(self._place_subtitles(subs, clips, str(row["clip_id"]), a_dur))
         info = probe(final)
         out["duration_s"] = round(media_duration(info), 4)
         out["frames"] = video_frames(info, fps)
         if measured is not None:
             out["loudness_in_lufs"] = float(measured["input_i"])
         return out
+
+    def _video_codec(self, vf: list[str], vinfo: dict[str, Any], work: Path, args: list[str]) -> list[str]:
+        """Video map and codec options: a stream copy unless a filter must run; with
+        ``provenance.label`` the label PNG is appended to ``args`` as an input and overlaid."""
+        encode = ["-c:v", "libx264", "-preset", self.cfg.preset, "-crf", str(self.cfg.crf),
+                  "-pix_fmt", "yuv420p"]
+        if self.prov.label:
+            height = int((first_stream(vinfo, "video") or {}).get("height") or 0)
+            if height <= 0:
+                raise ClipError("the rendered video has no frame height; the render stage must run "
+                                "again", error_type="UnreadableMedia")
+            png = work / "label.png"
+            label_image(self.prov.label, height, self.prov.label_size, png)
+            index = args.count("-i")
+            args += input_args(png)
+            chain = ",".join(vf) or "null"
+            graph = (f"[0:v]{chain}[base];[base][{index}:v]"
+                     f"{overlay_filter(self.prov.label_position, self.prov.label_seconds, height)},"
+                     "format=yuv420p[v]")
+            return ["-filter_complex", graph, "-map", "[v]", *encode]
+        if vf:
+            return ["-vf", ",".join([*vf, "format=yuv420p"]), "-map", "0:v:0", *encode]
+        return ["-map", "0:v:0", "-c:v", "copy"]
 
     def _loudnorm(self, audio: Path, acodec: list[str]) -> dict[str, str] | None:
         """Two-pass loudness normalisation: appends ``-af`` to ``acodec``; returns the measurement."""
@@ -155,13 +202,21 @@ class MuxStage(Stage):
             acodec += ["-af", spec]
         return measured
 
-    @staticmethod
-    def _place_subtitles(subs: dict[str, Path], clips: Path, clip_id: str) -> dict[str, Any]:
+    def _place_subtitles(self, subs: dict[str, Path], clips: Path, clip_id: str,
+                         duration: float) -> dict[str, Any]:
+        """Subtitles beside the clip (temp name + rename), with the disclosure statement: a NOTE
+        at the top of the VTT; with the label on, a first SRT cue shown as long as the label."""
         out: dict[str, Any] = {}
+        disclose = self.prov.enabled or self.prov.label
         for ext, src in subs.items():
             dst = clips / f"{clip_id}.{ext}"
             tmp = clips / f".tmp-{clip_id}-{uuid.uuid4().hex[:8]}.{ext}"
-            shutil.copyfile(src, tmp)
+            text = src.read_text(encoding="utf-8")
+            if disclose and ext == "vtt":
+                text = vtt_with_note(text, self.statement)
+            elif ext == "srt" and self.prov.label:
+                text = srt_with_cue(text, self.statement, self.prov.label_seconds or duration)
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, dst)
             out[f"subtitles_{ext}"] = str(dst)
         return out

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+# The local C2PA signing identity (stages/signing_identity.py) is made under the user's config
+# folder: tests make theirs in a throwaway one, never in ~/.config.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="fixtalk-test-config-")
 
 
 @pytest.fixture(scope="session")
