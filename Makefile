@@ -97,6 +97,8 @@ bench: install
 	$(PY) benchmarks/render.py
 	$(PY) benchmarks/stitching.py
 	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/dub.py
+	$(PY) benchmarks/footage_fit.py
 
 $(TRAIN_DATA)/eval_0004/meta.json: | $(STAMP)
 	$(VENV)/bin/fixtalk data synthetic $(TRAIN_DATA) --clips 40 --eval-clips 5

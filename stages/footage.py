@@ -28,12 +28,13 @@ import numpy as np
 from stages.base import ClipError
 from stages.face_track import FaceTrack, FaceTracker, FootageFaceError, turn_proxy
 from stages.faces import mouth_opening
-from stages.media import MediaError, first_stream, iter_video_frames, media_duration, probe, stream_fps
+from stages.media import (MediaError, first_stream, iter_video_frames, media_duration, probe,
+                          stream_fps, stream_rotation)
 
 EXTEND_POLICIES = ("pingpong", "loop", "freeze")
 #: Container formats that hold still pictures, not video.
-IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif",
-                 "apng", "jpegxl_pipe", "heif")
+IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe",
+                 "jpegxl_pipe", "heif")
 TRACK_VERSION = 1
 
 
@@ -63,7 +64,7 @@ def probe_footage(path: Any, field: str) -> dict[str, Any]:
                         field=field, error_type="NotAVideo")
     rate = footage_rate(stream)
     width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
-    rotation = _rotation(stream)
+    rotation = stream_rotation(stream)
     if rotation in (90, 270):
         width, height = height, width
     return {"fps": float(rate), "rate": f"{rate.numerator}/{rate.denominator}", "width": width,
@@ -80,13 +81,6 @@ def footage_rate(stream: dict[str, Any]) -> Fraction:
         if den and int(den) and abs(int(num) / int(den) - fps) < 1e-6:
             return Fraction(int(num), int(den)).limit_denominator(1001)
     return Fraction(fps).limit_denominator(1001)
-
-
-def _rotation(stream: dict[str, Any]) -> int:
-    for side in stream.get("side_data_list", []) or []:
-        if "rotation" in side:
-            return int(round(float(side["rotation"]))) % 360
-    return 0
 
 
 def footage_frames(path: Any, rate: str, chunk: int = 16, field: str = "source_video"

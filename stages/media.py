@@ -145,7 +145,7 @@ def iter_video_frames(path: str | Path, *, fps: float | None = None,
     if stream is None:
         raise MediaError(f"{Path(path).name} has no video stream")
     width, height = int(stream["width"]), int(stream["height"])
-    rotation = _rotation(stream)
+    rotation = stream_rotation(stream)
     if rotation in (90, 270):  # ffmpeg auto-rotates while decoding
         width, height = height, width
     ffmpeg, _ = require_ffmpeg()
@@ -180,7 +180,8 @@ def video_to_frames(path: str | Path, fps: float | None = 25) -> np.ndarray:
     return np.concatenate(chunks, axis=0)
 
 
-def _rotation(stream: dict[str, Any]) -> int:
+def stream_rotation(stream: dict[str, Any]) -> int:
+    """Display rotation (0, 90, 180, 270) of a video stream from its side data or tag."""
     for side in stream.get("side_data_list", []) or []:
         if "rotation" in side:
             return int(round(float(side["rotation"]))) % 360

@@ -140,6 +140,8 @@ class QCStage(Stage):
         path = row.get("face_transform")
         if self.config.render.output == "crop" or not path or not Path(str(path)).is_file():
             return None
+        if row.get("footage_track"):  # a dub's face moves through the frame: measure the whole frame
+            return None
         matrix, crop_size, _ = load_transform(path)
         return face_view(matrix, crop_size, int(self.cfg.view_size), float(self.cfg.view_context))
 
