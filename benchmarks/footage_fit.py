@@ -1,7 +1,7 @@
 """What fitting the model to a presenter's footage buys, on frames of that footage held out from
 the fitting, against no fitting and against the adaptation of a still of the presenter.
 
-    .venv/bin/python benchmarks/footage_fit.py [--steps 300] [--lip-steps 150] [--out runs/footage_fit]
+    .venv/bin/python benchmarks/footage_fit.py [--steps 300] [--lip-steps 0] [--out runs/footage_fit]
 
 Footage: the Grace Hopper portrait speaking two LibriVox sentences (12 s, 25 fps, 256 px;
 fixtalk.train.talking_footage). Its last quarter is held out. Each model renders every held-out
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lip-steps", type=int, default=150)
+    ap.add_argument("--lip-steps", type=int, default=0)
     ap.add_argument("--still-steps", type=int, default=600)
     ap.add_argument("--holdout", type=float, default=0.25)
     ap.add_argument("--out", default="runs/footage_fit")

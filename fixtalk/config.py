@@ -284,8 +284,10 @@ class FootageFitConfig:
     "fine-tune on a specific person"): ``steps`` of self-reconstruction, each frame rendered from
     another frame of the same footage (L1 + perceptual + mouth-box L1 ``mouth``), training the
     decoder G only (``train="decoder"``, as EDTalk recommends) or every generator part
-    (``"generator"``); then, when the footage has speech, ``lip_steps`` of Audio2Lip on its own
-    sound against the encoder's lip weights alpha_lip of its frames. At most ``max_frames`` frames
+    (``"generator"``); then, when the footage has speech and ``lip_steps`` > 0, that many steps
+    of Audio2Lip on its own sound against the encoder's lip weights alpha_lip of its frames (off by
+    default: with the shipped small model the regression shrinks the lip weights toward their mean
+    and a dub's mouth then moves a fifth as much; docs/model_card.md). At most ``max_frames`` frames
     (evenly spaced, 25 fps) are used, cut into clips of ``clip_seconds``; ``holdout`` is the share
     of frames (the end of the footage) kept out of fitting for evaluation."""
 
@@ -296,7 +298,7 @@ class FootageFitConfig:
     train: str = "decoder"  # decoder | generator
     mouth: float = 4.0
     relative_flow: bool = True
-    lip_steps: int = 150
+    lip_steps: int = 0
     lip_lr: float = 0.0005
     max_frames: int = 1500
     clip_seconds: float = 4.0

@@ -13,9 +13,12 @@ pixels and, when the footage has sound, its 16 kHz speech):
    pipeline renders; only the decoder G trains (``train="decoder"``: its flow fields and
    synthesis learn this face, the encoder's bank weights keep their meaning) or every generator
    part (``"generator"``);
-3. with speech, ``lip_steps`` of the ``audio2lip`` stage: Audio2Lip regressed on the footage's own
-   sound against the encoder's lip weights alpha_lip of its frames, so the audio drives this
-   presenter's mouth as it moves in the footage.
+3. optionally (``lip_steps`` > 0, off by default), with speech, the ``audio2lip`` stage:
+   Audio2Lip regressed on the footage's own sound against the encoder's lip weights alpha_lip of
+   its frames, so the audio drives this presenter's mouth as it moves in the footage. With the
+   shipped small model this regression shrinks the predicted lip weights toward their mean: a
+   dub's mouth moved a fifth as much (docs/model_card.md), so it is left to models whose
+   Audio2Lip has more to learn from a few minutes of speech.
 
 The result is an adapted checkpoint (:data:`fixtalk.adapt.ADAPT_FORMAT`, applied with
 :func:`fixtalk.adapt.apply_adapted`); the run resumes after a crash like a portrait adaptation.
