@@ -203,7 +203,30 @@ def validate_frame(frame: pd.DataFrame, base_dir: str | os.PathLike[str], source
     if len(out):
         out[ROW_INDEX] = out[ROW_INDEX].astype("int64")
         out["emotion_intensity"] = out["emotion_intensity"].astype("float64")
+        share_presenter_footage(out)
     return Validated(out, problems)
+
+
+def share_presenter_footage(frame: pd.DataFrame) -> None:
+    """Rows of one ``presenter_id`` without a ``presenter_video`` take their presenter's footage
+    (the group's first ``presenter_video``, else its first dub's ``source_video``), so the model
+    is fitted once per presenter and used for every row of that presenter, still or dub."""
+    if "presenter_id" not in frame or not {"presenter_video", "source_video"} & set(frame.columns):
+        return
+    valid = frame["status"] == "ok"
+    footage: dict[str, str] = {}
+    for col in ("presenter_video", "source_video"):
+        if col not in frame:
+            continue
+        for pid, value in zip(frame.loc[valid, "presenter_id"], frame.loc[valid, col]):
+            if pid is not None and value is not None:
+                footage.setdefault(str(pid), value)
+    if not footage:
+        return
+    if "presenter_video" not in frame:
+        frame["presenter_video"] = None
+    missing = valid & frame["presenter_video"].isna() & frame["presenter_id"].notna()
+    frame.loc[missing, "presenter_video"] = [footage.get(str(p)) for p in frame.loc[missing, "presenter_id"]]
 
 
 def load_manifest(path: str | os.PathLike[str]) -> Validated:

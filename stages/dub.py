@@ -62,16 +62,16 @@ def frames_in_order(path: str, rate: str, index: np.ndarray, work: Path) -> Iter
         return
     n = int(index.max()) + 1
     buffer, shape = work / "footage.raw", None
-    with open(buffer, "wb") as fh:
-        for chunk in footage_frames(path, rate):
-            shape = chunk.shape[1:]
-            if (n * int(np.prod(shape))) > MAX_BUFFER_BYTES:
-                raise ClipError(f"the footage is too large to play back and forth ({n} frames of "
-                                f"{shape[1]}x{shape[0]}); use --set dub.extend=loop or freeze, or give "
-                                "a footage as long as the speech", field="source_video",
-                                error_type="FootageTooLarge")
-            fh.write(np.ascontiguousarray(chunk).tobytes())
     try:
+        with open(buffer, "wb") as fh:
+            for chunk in footage_frames(path, rate):
+                shape = chunk.shape[1:]
+                if (n * int(np.prod(shape))) > MAX_BUFFER_BYTES:
+                    raise ClipError(f"the footage is too large to play back and forth ({n} frames of "
+                                    f"{shape[1]}x{shape[0]}); use --set dub.extend=loop or freeze, or "
+                                    "give a footage as long as the speech", field="source_video",
+                                    error_type="FootageTooLarge")
+                fh.write(np.ascontiguousarray(chunk).tobytes())
         frames = np.memmap(buffer, np.uint8, "r").reshape(-1, *shape)
         for i in index:
             yield np.array(frames[min(int(i), len(frames) - 1)])

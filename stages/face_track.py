@@ -28,6 +28,7 @@ the tracking options.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable
@@ -82,7 +83,7 @@ class FaceTrack:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")  # two actors may track one footage
         np.savez(tmp, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
         tmp.replace(path)
         return path

@@ -192,11 +192,17 @@ def test_manifest_knows_footage_columns_and_the_fingerprint_its_content(tmp_path
 
     (tmp_path / "a.mp4").write_bytes(b"footage one")
     (tmp_path / "s.wav").write_bytes(b"x")
-    frame = pd.DataFrame([{"clip_id": "dub", "source_video": "a.mp4", "audio": "s.wav"},
-                          {"clip_id": "none", "audio": "s.wav"}])
+    (tmp_path / "p.png").write_bytes(b"picture")
+    frame = pd.DataFrame([{"clip_id": "dub", "source_video": "a.mp4", "audio": "s.wav", "presenter_id": "h"},
+                          {"clip_id": "none", "audio": "s.wav"},
+                          {"clip_id": "still", "portrait": "p.png", "audio": "s.wav", "presenter_id": "h"},
+                          {"clip_id": "other", "portrait": "p.png", "audio": "s.wav", "presenter_id": "x"}])
     out = validate_frame(frame, tmp_path, "m.csv").frame.set_index("clip_id")
     assert out.loc["dub"].status == "ok"
     assert out.loc["none"].status == "failed" and "portrait" in out.loc["none"].error_message
+    # a presenter's footage fits the model for the presenter's still rows too
+    assert out.loc["still"].presenter_video == str(tmp_path / "a.mp4")
+    assert out.loc["other"].presenter_video is None
     row = out.loc["dub"].to_dict()
     opts = options_digest(PipelineConfig())
     before = fingerprint(row, opts, "ck")
