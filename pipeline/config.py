@@ -219,7 +219,7 @@ class QCConfig:
     script_mismatch_level: str | None = "fail"  # align's script_mismatch -> fail | warn | None
     script_wer_warn: float | None = 0.35  # trusted script_wer above this warns (docs/scripts.md)
     min_dubbed_fraction: float | None = 0.9  # dubs: a smaller share of frames dubbed warns
-    outside_psnr_warn: float | None = 35.0  # dubs: PSNR outside the mouth mask below this warns
+    outside_psnr_warn: float | None = 30.0  # dubs: PSNR outside the mouth mask below this warns (encoding alone: 35+ dB)
 
 
 @dataclass
