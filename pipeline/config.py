@@ -139,6 +139,10 @@ class DubConfig:
     track: FaceTrackConfig = field(default_factory=FaceTrackConfig)
     batch_size: int = 8  # footage frames per network call
     feather: float = 0.05  # lower-face mask blur, in face heights
+    # scale of the lips' motion relative to the resting mouth (stages/dub.py); None (auto): 0.5 when
+    # the row renders with weights fitted to its presenter (they open the mouth about twice as far:
+    # at 1.0 into a smear, docs/model_card.md, Dubbing), 1.0 with the checkpoint's own
+    lip_gain: float | None = None
 
 
 @dataclass

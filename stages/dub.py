@@ -4,8 +4,9 @@ to the row's speech, everything else the footage's own pixels.
 Output frame j (at the footage's own frame rate r, ``round(duration * r)`` frames: exactly as
 long as the speech) shows footage frame ``i_j`` (:func:`stages.footage.footage_index`,
 ``dub.extend``). Its lips are the 25 fps Audio2Lip weights (motion.npz) interpolated linearly at
-the frame's time j / r, taken relative to Audio2Lip's resting mouth (``alpha_lip_rest``) and
-added to the frame's own resting lips (:meth:`fixtalk.inference.ClipRenderer.dub`). For a usable frame (:mod:`stages.face_track`):
+the frame's time j / r, taken relative to Audio2Lip's resting mouth (``alpha_lip_rest``), scaled
+by ``dub.lip_gain`` and added to the frame's own resting lips
+(:meth:`fixtalk.inference.ClipRenderer.dub`). For a usable frame (:mod:`stages.face_track`):
 
 1. its lower face is put at rest (:func:`stages.mouth_rest.rest_mouth`: the shot's reference
    frame's closed mouth, moved onto it by the rigid landmarks, at full resolution), and the frame
@@ -111,7 +112,9 @@ class DubRenderer:
         lip25 = np.load(row["motion_path"])["alpha_lip"]
         n_out = max(1, int(round(float(row["audio_duration_s"]) * fps)))
         index = footage_index(len(track), n_out, str(self.cfg.extend))
-        lips = lips_at(lip25, n_out, fps) - np.load(row["motion_path"])["alpha_lip_rest"]
+        rest = np.load(row["motion_path"])["alpha_lip_rest"]
+        gain = self.lip_gain(row)
+        lips = gain * (lips_at(lip25, n_out, fps) - rest)
         path = work / "video.mp4"
         dubbed = np.zeros(n_out, bool)
         width, height = track.width // 2 * 2, track.height // 2 * 2
@@ -137,7 +140,13 @@ class DubRenderer:
         np.savez(work / "dub_frames.npz", footage_index=index, dubbed=dubbed)
         return {"video_path": str(path), "frames": int(writer.frames), "frames_dubbed": int(dubbed.sum()),
                 "frames_passed_through": int(n_out - dubbed.sum()), "dub_extend": str(self.cfg.extend),
-                "dub_frames": str(work / "dub_frames.npz")}
+                "dub_frames": str(work / "dub_frames.npz"), "dub_lip_gain": gain}
+
+    def lip_gain(self, row: dict[str, Any]) -> float:
+        """``dub.lip_gain``, or (auto) 0.5 with weights fitted to the presenter, else 1.0."""
+        if self.cfg.lip_gain is not None:
+            return float(self.cfg.lip_gain)
+        return 0.5 if row.get("adapted_checkpoint") else 1.0
 
     def _flush(self, pending: list[tuple[int, np.ndarray]], track: FaceTrack, index: np.ndarray,
                lips: np.ndarray, writer: FfmpegWriter, dubbed: np.ndarray) -> None:
