@@ -20,14 +20,18 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 DEFAULT_STATEMENT = "AI-generated video: made with FixTalk Studio from a portrait and speech."
+DUB_STATEMENT = ("AI-edited video: the speaker's mouth was re-rendered with FixTalk Studio to follow "
+                 "speech they did not record.")
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 _FONT_NAMES = ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "LiberationSans-Bold.ttf")
 
 
-def statement_text(label: str | None, statement: str | None) -> str:
-    """The disclosure sentence: the configured statement, else the label, else the default."""
-    text = (statement or label or DEFAULT_STATEMENT).strip()
-    return " ".join(text.split()) or DEFAULT_STATEMENT
+def statement_text(label: str | None, statement: str | None, dubbed: bool = False) -> str:
+    """The disclosure sentence: the configured statement, else the label, else the default (for
+    a dub of footage: that the footage was edited)."""
+    default = DUB_STATEMENT if dubbed else DEFAULT_STATEMENT
+    text = (statement or label or default).strip()
+    return " ".join(text.split()) or default
 
 
 @lru_cache(maxsize=8)

@@ -86,7 +86,6 @@ class MuxStage(Stage):
         if self.prov.label and self.prov.label_position not in POSITIONS:
             raise SystemicError(f"provenance.label_position={self.prov.label_position!r}: use one of "
                                 f"{', '.join(POSITIONS)}")
-        self.statement = statement_text(self.prov.label, self.prov.statement)
         self.identity = (resolve_identity(self.prov.cert, self.prov.key, self.prov.identity_dir)
                          if self.prov.enabled else None)
 
@@ -134,7 +133,8 @@ class MuxStage(Stage):
         acodec = ["-c:a", "aac", "-b:a", str(self.cfg.audio_bitrate),
                   "-ar", str(self.cfg.sample_rate), "-ac", str(min(channels, 2))]
         measured = self._loudnorm(audio, acodec)
-        meta = metadata_args(self.statement) if self.prov.enabled or self.prov.label else []
+        statement = statement_text(self.prov.label, self.prov.statement, present(row.get("source_video")))
+        meta = metadata_args(statement) if self.prov.enabled or self.prov.label else []
         tmp = clips / f".tmp-{row['clip_id']}-{uuid.uuid4().hex[:8]}.mp4"
         signed = tmp.with_suffix(".signed.mp4")
         out: dict[str, Any] = {"output_path": None, "fps": round(fps, 4)}
@@ -143,7 +143,7 @@ class MuxStage(Stage):
                         "-movflags", "+faststart", "-f", "mp4", str(tmp)],
                        what="muxing video and audio", cwd=work)
             if self.identity is not None:
-                definition = manifest_definition(row, statement=self.statement, label=self.prov.label,
+                definition = manifest_definition(row, statement=statement, label=self.prov.label,
                                                  label_seconds=self.prov.label_seconds)
                 out["c2pa_manifest_id"] = sign_mp4(tmp, signed, definition, self.identity)
                 out["c2pa_signer"] = self.identity.signer_name + (" (local, untrusted)" if self.identity.local else "")
@@ -156,7 +156,7 @@ class MuxStage(Stage):
             tmp.unlink(missing_ok=True)
             signed.unlink(missing_ok=True)
         out["output_path"] = str(final)
-        out.update(self._place_subtitles(subs, clips, str(row["clip_id"]), a_dur))
+        out.update(self._place_subtitles(subs, clips, str(row["clip_id"]), a_dur, statement))
         info = probe(final)
         out["duration_s"] = round(media_duration(info), 4)
         out["frames"] = video_frames(info, fps)
@@ -203,7 +203,7 @@ class MuxStage(Stage):
         return measured
 
     def _place_subtitles(self, subs: dict[str, Path], clips: Path, clip_id: str,
-                         duration: float) -> dict[str, Any]:
+                         duration: float, statement: str) -> dict[str, Any]:
         """Subtitles beside the clip (temp name + rename), with the disclosure statement: a NOTE
         at the top of the VTT; with the label on, a first SRT cue shown as long as the label."""
         out: dict[str, Any] = {}
@@ -213,9 +213,9 @@ class MuxStage(Stage):
             tmp = clips / f".tmp-{clip_id}-{uuid.uuid4().hex[:8]}.{ext}"
             text = src.read_text(encoding="utf-8")
             if disclose and ext == "vtt":
-                text = vtt_with_note(text, self.statement)
+                text = vtt_with_note(text, statement)
             elif ext == "srt" and self.prov.label:
-                text = srt_with_cue(text, self.statement, self.prov.label_seconds or duration)
+                text = srt_with_cue(text, statement, self.prov.label_seconds or duration)
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, dst)
             out[f"subtitles_{ext}"] = str(dst)

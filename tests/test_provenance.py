@@ -208,6 +208,7 @@ def test_dubbed_footage_is_an_edit_of_its_parent(media, tmp_path):
     assert found.digital_source_type == "compositeWithTrainedAlgorithmicMedia"
     assert {(i["title"], i["relationship"]) for i in found.inputs} == {
         ("footage.mp4", "parentOf"), ("speech.wav", "inputTo")}
+    assert found.disclosure["statement"].startswith("AI-edited video")  # not "from a portrait"
 
 
 def test_run_fails_rows_without_consent_and_audit_lists_bad_credentials(media, tmp_path, capsys):
