@@ -93,6 +93,23 @@ def make_speech(path: Path, text: str = "Hello there, how are you?", speed: int 
     return path
 
 
+def top_level_atoms(path: Path) -> list[str]:
+    """Names of an MP4's top-level boxes, in file order (ftyp, uuid (C2PA), moov, mdat, ...)."""
+    import struct
+
+    names, data = [], Path(path).read_bytes()
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+        names.append(kind.decode("latin-1"))
+        if size < 8:
+            break
+        pos += size
+    return names
+
+
 # -------------------------------------------------------------------------------- checkpoint
 
 def tiny_model_config():

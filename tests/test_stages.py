@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from pipeline.config import PipelineConfig
 from stages.face_crop import FaceCropStage
 from stages.ingest import IngestStage
 from stages.media import FfmpegWriter, MediaError, decode_audio, probe, video_to_frames
+from tests.conftest import top_level_atoms
 from stages.mux import MuxStage
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -207,18 +207,6 @@ def test_ingest_rejects_unreadable_portrait_and_long_audio(media, config, tmp_pa
 
 
 # --------------------------------------------------------------------------- mux
-def top_level_atoms(path: Path) -> list[str]:
-    names, data = [], path.read_bytes()
-    pos = 0
-    while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if size == 1:
-            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
-        names.append(kind.decode("latin-1"))
-        if size < 8:
-            break
-        pos += size
-    return names
 
 
 def ffprobe_streams(path: Path) -> dict[str, dict]:
