@@ -18,8 +18,8 @@ from pipeline.config import PipelineConfig
 from stages.face_crop import FaceCropStage
 from stages.ingest import IngestStage
 from stages.media import FfmpegWriter, MediaError, decode_audio, probe, video_to_frames
-from tests.conftest import top_level_atoms
 from stages.mux import MuxStage
+from tests.conftest import top_level_atoms
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FPS = 25
