@@ -26,6 +26,7 @@ or turned away are passed through unchanged and counted (``frames_passed_through
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator
@@ -99,6 +100,19 @@ def _forward(path: str, rate: str, index: np.ndarray) -> Iterator[np.ndarray]:
         yield np.array(frame)
 
 
+@dataclass
+class DubPlan:
+    """One dub being rendered: its footage ``track``, the footage frame ``index`` and lip deltas
+    ``lips`` of every output frame, each shot's reference (frame, landmarks), and which output
+    frames were ``dubbed``."""
+
+    track: FaceTrack
+    index: np.ndarray
+    lips: np.ndarray
+    references: dict[int, tuple[np.ndarray, np.ndarray]]
+    dubbed: np.ndarray
+
+
 class DubRenderer:
     """Renders one dub row (see the module docstring); ``runtime`` is the stage's model runtime."""
 
@@ -109,35 +123,34 @@ class DubRenderer:
         track = FaceTrack.load(row["footage_track"])
         rate = str(row["source_rate"])
         fps = float(Fraction(rate))
-        lip25 = np.load(row["motion_path"])["alpha_lip"]
         n_out = max(1, int(round(float(row["audio_duration_s"]) * fps)))
-        index = footage_index(len(track), n_out, str(self.cfg.extend))
-        rest = np.load(row["motion_path"])["alpha_lip_rest"]
-        gain = self.lip_gain(row)
-        lips = gain * (lips_at(lip25, n_out, fps) - rest)
-        path = work / "video.mp4"
-        dubbed = np.zeros(n_out, bool)
+        with np.load(row["motion_path"]) as motion:
+            gain = self.lip_gain(row)
+            lips = gain * (lips_at(motion["alpha_lip"], n_out, fps) - motion["alpha_lip_rest"])
         width, height = track.width // 2 * 2, track.height // 2 * 2
-        pending: list[tuple[int, np.ndarray]] = []
         refs = shot_references(track)
-        ref_frames = {i: f[:height, :width] for i, f in
-                      read_frames(row["source_video"], rate, set(refs.values())).items()}
-        self._refs = {shot: (ref_frames[i], track.landmarks[i]) for shot, i in refs.items()}
+        ref_frames = read_frames(row["source_video"], rate, set(refs.values()))
+        plan = DubPlan(track, footage_index(len(track), n_out, str(self.cfg.extend)), lips,
+                       {shot: (ref_frames[i][:height, :width], track.landmarks[i]) for shot, i in refs.items()},
+                       np.zeros(n_out, bool))
+        path = work / "video.mp4"
+        pending: list[tuple[int, np.ndarray]] = []
         try:
             with FfmpegWriter(path, width, height, fps=rate, crf=self.crf, preset=self.preset) as writer:
-                for j, frame in enumerate(frames_in_order(row["source_video"], rate, index, work)):
+                for j, frame in enumerate(frames_in_order(row["source_video"], rate, plan.index, work)):
                     frame = frame[:height, :width]
-                    if track.usable[index[j]]:
+                    if track.usable[plan.index[j]]:
                         pending.append((j, frame))
                         if len(pending) >= int(self.cfg.batch_size):
-                            self._flush(pending, track, index, lips, writer, dubbed)
+                            self._flush(plan, pending, writer)
                         continue
-                    self._flush(pending, track, index, lips, writer, dubbed)
+                    self._flush(plan, pending, writer)
                     writer.write(frame)
-                self._flush(pending, track, index, lips, writer, dubbed)
+                self._flush(plan, pending, writer)
         except MediaError as exc:
             raise ClipError(str(exc), error_type="EncodeFailed") from exc
-        np.savez(work / "dub_frames.npz", footage_index=index, dubbed=dubbed)
+        dubbed = plan.dubbed
+        np.savez(work / "dub_frames.npz", footage_index=plan.index, dubbed=dubbed)
         return {"video_path": str(path), "frames": int(writer.frames), "frames_dubbed": int(dubbed.sum()),
                 "frames_passed_through": int(n_out - dubbed.sum()), "dub_extend": str(self.cfg.extend),
                 "dub_frames": str(work / "dub_frames.npz"), "dub_lip_gain": gain}
@@ -148,23 +161,23 @@ class DubRenderer:
             return float(self.cfg.lip_gain)
         return 0.5 if row.get("adapted_checkpoint") else 1.0
 
-    def _flush(self, pending: list[tuple[int, np.ndarray]], track: FaceTrack, index: np.ndarray,
-               lips: np.ndarray, writer: FfmpegWriter, dubbed: np.ndarray) -> None:
+    def _flush(self, plan: "DubPlan", pending: list[tuple[int, np.ndarray]], writer: FfmpegWriter) -> None:
+        """Dub the ``pending`` (output index, footage frame) pairs as one network batch."""
         if not pending:
             return
-        size, feather = track.size, float(self.cfg.feather)
-        rows = [int(index[j]) for j, _ in pending]
+        track, size, feather = plan.track, plan.track.size, float(self.cfg.feather)
+        rows = [int(plan.index[j]) for j, _ in pending]
         rested, masks = [], []
         for (_, frame), i in zip(pending, rows):
-            reference, ref_lm = self._refs[int(track.shot[i])]
+            reference, ref_lm = plan.references[int(track.shot[i])]
             closed, mask = rest_mouth(frame, track.landmarks[i], track.matrices[i], reference, ref_lm,
                                       size, feather)
             rested.append(closed)
             masks.append(mask)
         crops = np.stack([warp_to_crop(f, track.matrices[i], size) for f, i in zip(rested, rows)])
-        driven, rest = self.runtime.renderer.dub(crops, lips[[j for j, _ in pending]])
+        driven, rest = self.runtime.renderer.dub(crops, plan.lips[[j for j, _ in pending]])
         for k, ((j, _), i) in enumerate(zip(pending, rows)):
             change = LowerFaceComposite(crops[k], rest[k], masks[k]).changes(driven[k][None])[0]
             writer.write(add_change(rested[k], change, track.matrices[i]))
-            dubbed[j] = True
+            plan.dubbed[j] = True
         pending.clear()

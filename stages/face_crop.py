@@ -32,7 +32,9 @@ from pipeline.config import FaceCropConfig, PipelineConfig
 from stages.alignment import (Detection, FaceError, FaceFinder, atomic_write_text,
                               similarity_transform, transform_points, warp_to_crop)
 from stages.base import ClipError, Stage, SystemicError
+from stages.face_track import FaceTracker
 from stages.faces import Face, face_width
+from stages.footage import cached_track, read_frame
 from stages.images import ImageError, pixel_hash, read_rgb, write_png
 from stages.ingest import present, shared_dir
 
@@ -233,9 +235,6 @@ class FaceCropStage(Stage):
 
     def _footage(self, row: dict[str, Any]) -> dict[str, Any]:
         """Track the dub's footage (cached); without a portrait, its reference frame is one."""
-        from stages.face_track import FaceTracker
-        from stages.footage import cached_track, read_frame
-
         tracker = FaceTracker(self.finder, self.track_cfg, self.size, self.cfg.crop_scale,
                               self.cfg.center_shift)
         rate = str(row.get("source_rate") or "25/1")
