@@ -66,7 +66,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def evaluate(runtime, reference: np.ndarray, frames: np.ndarray, wave: np.ndarray) -> dict:
     """Reconstruction, identity and mouth figures of the loaded weights on held-out ``frames``."""
-    from stages.faces import detect_faces, face_embedding, fit_landmarks, mouth_opening
+    from fixtalk.measure.faces import detect_faces, face_embedding, fit_landmarks, mouth_opening
 
     r = runtime.renderer
     state = r.source(reference)
@@ -100,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     from fixtalk.adapt import adapt_cached
     from fixtalk.footage_fit import fit_footage
     from pipeline.config import load_config
-    from stages.alignment import transform_points, warp_to_crop
+    from stages.face.alignment import transform_points, warp_to_crop
     from stages.face_crop import make_finder
-    from stages.face_track import FaceTracker
-    from stages.footage import cached_track, read_frame
-    from stages.media import decode_audio, video_to_frames
-    from stages.model_runtime import load_runtime
-    from stages.presenter_fit import footage_segments
+    from stages.face.track import FaceTracker
+    from stages.media.footage import cached_track, read_frame
+    from stages.media.av import decode_audio, video_to_frames
+    from stages.rendering.runtime import load_runtime
+    from stages.rendering.presenter_fit import footage_segments
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300)

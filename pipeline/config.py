@@ -1,308 +1,34 @@
-"""Typed pipeline configuration: one dataclass per section, loaded from YAML, overridable from the
-CLI with ``--set section.key=value``.
+"""Configuration loading: defaults, then a YAML file, then ``--set section.key=value`` overrides.
 
-Each stage owns one section; the DAG reads only ``resources`` from it.
+The types themselves live in :mod:`stages.config` (the stages read them without importing the
+orchestration); they are re-exported here for the CLI and the driver.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
-from fixtalk.config import AdaptConfig, FootageFitConfig, PixelWarp, ShiftStitching, SilenceGate
-
-
-@dataclass
-class Resources:
-    """Ray resources of one stage's actor pool."""
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    batch_size: int = 1
-    pool_size: int = 1
-    max_tasks_in_flight: int | None = None  # per actor; None = Ray's default, 1 for long calls
-    memory_gib: float | None = None  # Ray memory reservation per actor (dropped if the cluster has less)
-
-
-@dataclass
-class IngestConfig:
-    resources: Resources = field(default_factory=Resources)
-    sample_rate: int = 16000
-    fps: int = 25
-    max_audio_seconds: float = 600.0
-    min_audio_seconds: float = 0.2
-    silence_dbfs: float | None = -60.0  # audio whose peak is below this is refused; None allows it
-    max_image_side: int = 2048  # larger portraits are scaled down (the full-frame output size)
-    max_video_side: int = 1280  # driving videos are scaled down to this longer side
-
-
-@dataclass
-class FaceCropConfig:
-    resources: Resources = field(default_factory=Resources)
-    backend: str = "dlib"  # dlib | face_alignment
-    crop_scale: float = 1.6  # crop side = crop_scale * 2.5 * max(eye distance, 0.9 * eye-mouth)
-    max_image_side: int = 4096
-    center_shift: float = 0.1  # crop centre below the eyes, in eye-to-mouth vectors
-    size: int | None = None  # crop side; None: the checkpoint's model size
-    detect_max_side: int = 1600  # faces are detected on a copy scaled to this longer side
-    min_face_score: float = 0.3  # weaker detections are ignored when counting faces
-    minor_face_area: float = 0.25  # smaller faces (share of the largest's area) ...
-    minor_face_score: float = 0.8  # ... count only when they score at least this
-    rotations: str = "30,-30,60,-60,90,-90,180"  # extra in-plane angles tried when no face is found
-    min_face_px: int = 40  # narrower faces (jaw width in the portrait as read) are refused
-    upright_roll: float = 4.0  # faces rolled more than this (degrees) get landmarks re-fitted upright
-    face_alignment_device: str = "cpu"
-
-
-@dataclass
-class MotionConfig:
-    resources: Resources = field(default_factory=Resources)
-    lip_smoothing_sigma: float = 1.0  # temporal Gaussian over alpha_lip, in frames (0: none)
-    silence_gate: SilenceGate = field(default_factory=SilenceGate)  # mouth at rest in silence
-    # a pose video's head shift is taken out before the encoder and put back rigidly on the render
-    # (fixtalk.shift_stitching), so the generator never renders a shift as a turn
-    shift_stitching: ShiftStitching = field(default_factory=ShiftStitching)
-    emotion_intensity: float = 1.0
-    driving_landmark_frames: int = 9  # frames sampled to place the fixed crop of a driving video
-    chunk_frames: int = 32  # driving frames per motion-encoder call
-
-
-@dataclass
-class ModelSection:
-    """Which network renders, shared by the motion and render stages."""
-
-    checkpoint: str | None = None  # None: the shipped default model (fixtalk/weights/default.pt)
-    audio2lip: str | None = None  # EDTalk's Audio2Lip.pt when the checkpoint is an EDTalk one
-    emotions_dir: str | None = None  # EDTalk's predefined_exp_weights/*.npy
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    autocast: str | None = None  # None | bf16 | fp16 (CUDA only)
-
-
-@dataclass
-class RenderConfig:
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0,
-                                                                   max_tasks_in_flight=1))
-    batch_size: int = 8  # frames per network call
-    output: str = "full"  # crop | full (paste back into the portrait)
-    paste_region: str = "auto"  # auto | face | mouth (stages/paste.py)
-    feather: float = 0.12
-    # subtract the portrait's self-flow from every flow (fixtalk.nets.decoder.self_flow_offsets):
-    # the network moves the face without pulling it toward its training faces' geometry
-    relative_flow: bool = True
-    # the portrait's own pixels moved by the network's finest flow, where the network only moves
-    # them (fixtalk.pixel_warp): sharper than the generator's frame; enabled=false for G alone
-    pixel_warp: PixelWarp = field(default_factory=PixelWarp)
-
-
-@dataclass
-class AdaptSection:
-    """Portrait adaptation (stages/adapt.py, :mod:`fixtalk.adapt`): the network fine-tuned to each
-    presenter's portrait, once per portrait, before motion and render use it. ``enabled``: None
-    ("auto", the default) adapts when the shipped default model renders, where it was evaluated:
-    the render is 3 dB closer to held-out targets (+0.8 without), the mouth moves 2.5 times as
-    much and a pose video moves the head; about 6 minutes per portrait on 2 CPU cores
-    (docs/model_card.md). A user's checkpoint (EDTalk's, or one trained on real video) is not
-    adapted unless ``enabled=true``: fine-tuning it on synthetic motion is unevaluated.
-    ``false`` renders with the checkpoint as it is."""
-
-    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0,
-                                                                   max_tasks_in_flight=1, memory_gib=1.5))
-    enabled: bool | None = None  # None = auto (``--set adapt.enabled=auto``)
-    recipe: AdaptConfig = field(default_factory=AdaptConfig)
-    # a presenter with footage (presenter_video, or a dub's source_video) is fitted on that
-    # footage instead (fixtalk.footage_fit): real frames of the real face, its own speech
-    footage: FootageFitConfig = field(default_factory=FootageFitConfig)
-
-
-@dataclass
-class FaceTrackConfig:
-    """Face tracking through footage (stages/face_track.py)."""
-
-    detect_every: int = 5  # full detection on every k-th frame (and after a cut or a lost face)
-    detect_max_side: int = 640  # frames are scaled to this longer side for detection
-    smoothing_s: float = 0.06  # Gaussian sigma (seconds) of the crop transform over time
-    scene_cut: float = 0.30  # mean thumbnail change (0-1) that starts a new shot
-    min_face_px: int = 40  # smaller faces pass through undubbed
-    max_turn: float = 0.6  # |yaw proxy| (0 frontal, 1 profile) beyond which a frame passes through
-    several_faces_share: float = 0.3  # 2+ faces in this share of detections: SeveralFaces
-    max_jump: float = 0.25  # landmark jump (of the face's size) that counts as a lost track
-
-
-@dataclass
-class DubConfig:
-    """Dubbing footage (rows with ``source_video``): stages/dub.py."""
-
-    extend: str = "pingpong"  # footage shorter than the speech: pingpong | loop | freeze
-    track: FaceTrackConfig = field(default_factory=FaceTrackConfig)
-    batch_size: int = 8  # footage frames per network call
-    feather: float = 0.05  # lower-face mask blur, in face heights
-    # scale of the lips' motion relative to the resting mouth (stages/dub.py); None (auto): 0.5 when
-    # the row renders with weights fitted to its presenter (they open the mouth about twice as far:
-    # at 1.0 into a smear, docs/model_card.md, Dubbing), 1.0 with the checkpoint's own
-    lip_gain: float | None = None
-
-
-@dataclass
-class MuxConfig:
-    resources: Resources = field(default_factory=Resources)
-    crf: int = 20
-    preset: str = "medium"
-    audio_bitrate: str = "160k"
-    loudness_lufs: float | None = None  # e.g. -16.0 to normalise; None keeps the level
-    true_peak_db: float = -1.5
-    loudness_range: float = 11.0
-    sample_rate: int = 48000
-
-
-@dataclass
-class ProvenanceConfig:
-    """Content credentials, disclosure and consent (stages/provenance.py, applied by mux).
-
-    ``enabled``: sign a C2PA manifest into every clip (with ``cert``/``key``, a PEM chain and its
-    unencrypted key; without them a local, untrusted identity under ``identity_dir``, default
-    ``$XDG_CONFIG_HOME/fixtalk-studio``). ``label``: a short text (e.g. "AI-generated") burnt
-    into a corner for the first ``label_seconds`` (None or 0: the whole clip), its height a
-    ``label_size`` share of the frame height. ``statement``: the disclosure written into the MP4's
-    metadata and the subtitle files (default: the label, else a fixed sentence)."""
-
-    enabled: bool = True
-    cert: str | None = None
-    key: str | None = None
-    identity_dir: str | None = None
-    label: str | None = None  # None: no visible label
-    label_seconds: float | None = 5.0
-    label_position: str = "top-right"  # top-left | top-right | bottom-left | bottom-right
-    label_size: float = 0.05
-    statement: str | None = None
-    require_consent: bool = False  # a row without a `consent` cell fails
-
-
-@dataclass
-class QCConfig:
-    resources: Resources = field(default_factory=Resources)
-    enabled: bool = True
-    sample_every: int = 5  # identity / face presence on every k-th output frame
-    embedder: str = "dlib"  # dlib (128-d ResNet, offline) | onnx (ArcFace-style model, onnx_model)
-    onnx_model: str | None = None  # path of an ArcFace-style .onnx (112x112 aligned input)
-    syncnet_weights: str | None = None  # syncnet_v2.model for LSE-C/LSE-D; None skips them
-    syncnet_device: str = "cpu"
-    analysis_max_side: int = 640  # output frames are scaled down to this longer side for QC
-    # full-picture output: faces are measured in an upright view of view_size px around the face
-    # crop (view_context times the crop's side), wherever the face is and however it is rolled
-    view_size: int = 384
-    view_context: float = 2.0
-    max_lag_frames: int = 10  # search range of the offline sync lag
-    sync_max_seconds: float = 120.0  # sync is measured on the first N seconds
-    identity_plot: bool = True  # OUT/qc/<clip_id>_identity.png for flagged clips
-    # Thresholds -> qc_status (docs/qc.md). None disables a check; csim_* None = embedder default.
-    csim_warn: float | None = None  # dlib 0.95, onnx 0.50
-    csim_fail: float | None = None  # dlib 0.91, onnx 0.30 (applied to csim_mean)
-    csim_min_warn: float | None = None  # dlib 0.91, onnx 0.30 (applied to csim_min)
-    csim_slope_warn: float | None = -0.002  # CSIM lost per second (drift)
-    face_presence_warn: float | None = 0.98
-    face_presence_fail: float | None = 0.8
-    sync_corr_warn: float | None = 0.3
-    sync_corr_fail: float | None = 0.1
-    mouth_motion_fail: float | None = 0.005  # std of the mouth opening: below = a still mouth
-    sync_lag_warn: int | None = 2  # |sync_lag_frames| above this warns
-    lse_c_warn: float | None = 3.0
-    av_offset_warn: int | None = 1  # |av_offset| above this warns
-    duration_warn_s: float | None = 0.045  # |video - audio| (about one frame at 25 fps)
-    duration_fail_s: float | None = 0.2
-    expect_vcodec: str | None = "h264"
-    expect_pix_fmt: str | None = "yuv420p"
-    expect_acodec: str | None = "aac"
-    expect_sample_rate: int | None = 48000
-    lufs_target: float | None = None  # None: mux.loudness_lufs (no check when both are None)
-    lufs_tolerance: float = 1.0
-    true_peak_max_db: float | None = -1.0
-    silence_lufs: float = -60.0  # integrated loudness below this = silent output (fail)
-    script_mismatch_level: str | None = "fail"  # align's script_mismatch -> fail | warn | None
-    script_wer_warn: float | None = 0.35  # trusted script_wer above this warns (docs/scripts.md)
-    min_dubbed_fraction: float | None = 0.9  # dubs: a smaller share of frames dubbed warns
-    outside_psnr_warn: float | None = 30.0  # dubs: PSNR outside the mouth mask below this warns (encoding alone: 35+ dB)
-
-
-@dataclass
-class SpeechConfig:
-    """Text-to-speech for rows with a script and no audio."""
-
-    resources: Resources = field(default_factory=Resources)
-    backend: str = "espeak"  # espeak | piper
-    voice: str = "en-us"
-    rate_wpm: int = 160
-    piper_model: str | None = None
-    language: str | None = None  # espeak voice to use when a row gives tts_language only
-    piper_config: str | None = None  # the voice's .onnx.json (default: model path + ".json")
-    max_script_chars: int = 20000
-
-
-@dataclass
-class AlignConfig:
-    """Script-to-audio alignment, subtitles and transcript checks."""
-
-    resources: Resources = field(default_factory=Resources)
-    enabled: bool = True
-    backend: str = "auto"  # auto | whisperx | pocketsphinx
-    subtitles: str = "sidecar"  # sidecar | embedded | burned
-    language: str = "en"  # pocketsphinx is English only
-    device: str = "cpu"  # whisperx device: cpu | cuda
-    whisperx_model: str = "small"  # faster-whisper name in the local cache, or a local folder
-    whisperx_model_dir: str | None = None  # cache folder for the ASR model (download_root)
-    whisperx_compute_type: str = "int8"
-    whisperx_align_model: str | None = None  # torchaudio pipeline, HF id in cache, or folder
-    whisperx_align_model_dir: str | None = None
-    whisperx_min_word_score: float = 0.3  # wav2vec2 word score counted as "aligned"
-    pocketsphinx_min_word_confidence: float = -4.0  # nats/frame counted as "aligned"
-    asr_check: bool = True  # pocketsphinx: also run free recognition for script_wer
-    max_wer: float = 0.6  # script_mismatch when script_wer is above this (trusted ASR only)
-    pocketsphinx_wer_in_flag: bool = False  # pocketsphinx ASR is weak on TTS: WER not flagged
-    min_aligned_share: float = 0.5  # script_mismatch when fewer script words align confidently
-    cue_max_chars: int = 42
-    cue_max_lines: int = 2
-    cue_min_seconds: float = 1.0
-    cue_max_seconds: float = 7.0
-
-
-@dataclass
-class RunConfig:
-    """Orchestration: how the driver runs the stages (never part of the fingerprint)."""
-
-    seed: int = 0
-    ray_address: str | None = None  # None: start a local Ray; "auto" or host:port joins a cluster
-    num_cpus: int | None = None  # local Ray only; None = every core of the machine
-    engine: str = "ray"  # ray | local (one process, no Ray; for debugging)
-    stages: list[str] | None = None  # None = all, in order: speech ingest align face_crop adapt motion render mux qc
-    block_rows: int = 1  # manifest rows per Ray block (1 = finest streaming and ledger granularity)
-    keep_work: bool = True  # keep OUT/work/<clip_id>/ after a clip succeeds
-    results_every_s: float = 15.0  # rewrite results.parquet at most this often during a run
-    # Ray Data stops a run whose stages emit nothing for this long (ExecutionTimeoutError); a
-    # portrait adaptation or a long render on a busy CPU legitimately takes longer than Ray's
-    # 30-minute default, so it is off (-1) unless set; a crashed run resumes anyway
-    no_progress_timeout_s: float = -1.0
-
-
-@dataclass
-class PipelineConfig:
-    run: RunConfig = field(default_factory=RunConfig)
-    model: ModelSection = field(default_factory=ModelSection)
-    speech: SpeechConfig = field(default_factory=SpeechConfig)
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    align: AlignConfig = field(default_factory=AlignConfig)
-    face_crop: FaceCropConfig = field(default_factory=FaceCropConfig)
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    adapt: AdaptSection = field(default_factory=AdaptSection)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    mux: MuxConfig = field(default_factory=MuxConfig)
-    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
-    qc: QCConfig = field(default_factory=QCConfig)
-    dub: DubConfig = field(default_factory=DubConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+from stages.config import (  # noqa: F401 - re-exported
+    Resources,
+    IngestConfig,
+    FaceCropConfig,
+    MotionConfig,
+    ModelSection,
+    RenderConfig,
+    AdaptSection,
+    FaceTrackConfig,
+    DubConfig,
+    MuxConfig,
+    ProvenanceConfig,
+    QCConfig,
+    SpeechConfig,
+    AlignConfig,
+    RunConfig,
+    PipelineConfig,
+)
 
 
 class ConfigError(ValueError):

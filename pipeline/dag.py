@@ -24,23 +24,9 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 from pipeline.config import PipelineConfig, Resources
+from stages import STAGE_CLASSES, STAGE_ORDER
 
 log = logging.getLogger(__name__)
-
-#: Stage order and where each class lives. The section name in config equals the stage name.
-STAGE_ORDER: tuple[str, ...] = ("speech", "ingest", "align", "face_crop", "adapt", "motion", "render", "mux", "qc")
-STAGE_CLASSES: dict[str, tuple[str, str]] = {
-    "speech": ("stages.speech", "SpeechStage"),
-    "ingest": ("stages.ingest", "IngestStage"),
-    "align": ("stages.align", "AlignStage"),
-    "face_crop": ("stages.face_crop", "FaceCropStage"),
-    "adapt": ("stages.adapt", "AdaptStage"),
-    "motion": ("stages.motion", "MotionStage"),
-    "render": ("stages.render", "RenderStage"),
-    "mux": ("stages.mux", "MuxStage"),
-    "qc": ("stages.qc", "QCStage"),
-}
-
 
 def _spec(entry: str) -> tuple[str, str]:
     """``name`` of a built-in stage, or ``module:Class`` of a custom one -> (module, class)."""

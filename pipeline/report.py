@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from stages.media import input_args, media_duration, probe, require_ffmpeg
+from stages.media.av import input_args, media_duration, probe, require_ffmpeg
 
 #: Table columns (shown when present): (column, header, number format).
 COLUMNS = [

@@ -110,7 +110,7 @@ def _prepare_rows(frame: pd.DataFrame, out: Path, cfg: PipelineConfig, ckpt: str
 def _require_consent(frame: pd.DataFrame) -> None:
     """``provenance.require_consent``: a valid row without a ``consent`` cell fails before anything
     is rendered (mux checks it again for stages run on their own)."""
-    from stages.provenance import CONSENT_MISSING
+    from stages.provenance.c2pa import CONSENT_MISSING
 
     consent = frame["consent"] if "consent" in frame.columns else pd.Series(None, index=frame.index)
     empty = consent.isna() | (consent.astype(str).str.strip() == "")
@@ -124,8 +124,8 @@ def _check_provenance(cfg: PipelineConfig) -> None:
     or ``provenance.key`` (or one the C2PA library refuses) stops the run with its message
     (SystemicError), and the local identity is made here rather than raced for by mux actors."""
     if cfg.provenance.enabled:
-        from stages.provenance import check_signer
-        from stages.signing_identity import resolve_identity
+        from stages.provenance.c2pa import check_signer
+        from stages.provenance.signing_identity import resolve_identity
 
         check_signer(resolve_identity(cfg.provenance.cert, cfg.provenance.key, cfg.provenance.identity_dir))
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from stages.provenance import Credentials, read_credentials
+from stages.provenance.c2pa import Credentials, read_credentials
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 

@@ -14,7 +14,7 @@ adaptation on synthetic motion is unevaluated); ``false`` never. Without the sta
 with the checkpoint's own weights.
 
 A presenter with footage (``presenter_video``, else a dub's ``source_video``) is fitted on that
-footage instead (``adapt.footage``, :mod:`fixtalk.footage_fit` with :mod:`stages.presenter_fit`):
+footage instead (``adapt.footage``, :mod:`fixtalk.footage_fit` with :mod:`stages.rendering.presenter_fit`):
 ``OUT/work/_adapted/footage-<key>-<checkpoint id>.pt``, once per footage content, fitting options
 and checkpoint, with the same lock and resumable state.
 """
@@ -33,14 +33,14 @@ from PIL import Image
 
 from fixtalk.adapt import adapt, recipe_key
 from fixtalk.footage_fit import fit_footage
-from pipeline.config import PipelineConfig
+from stages.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.face_crop import load_crop_landmarks, make_finder
-from stages.face_track import FaceTrack, FaceTracker
-from stages.footage import cached_track, content_hash
+from stages.face.track import FaceTrack, FaceTracker
+from stages.media.footage import cached_track, content_hash
 from stages.ingest import FOOTAGE_VIDEOS, present, shared_dir
-from stages.model_runtime import load_runtime
-from stages.presenter_fit import footage_segments
+from stages.rendering.runtime import load_runtime
+from stages.rendering.presenter_fit import footage_segments
 
 
 @contextmanager

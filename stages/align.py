@@ -10,7 +10,7 @@ Per row with a script, in ``OUT/work/<clip_id>/``: ``words.json`` (word and phon
 
 * ``script_wer``: word error rate of what the audio says (whisperx transcript, or pocketsphinx free
   recognition with its default English LM) against the script, both normalised
-  (:mod:`stages.script_text`). pocketsphinx recognition is usable on clean read speech (LibriVox:
+  (:mod:`stages.transcript.script_text`). pocketsphinx recognition is usable on clean read speech (LibriVox:
   WER 0.1-0.6 on matching pairs) but nearly useless on robotic TTS such as espeak-ng (WER ~1 even
   when the audio matches), so by default it is reported but not used for the flag
   (``align.pocketsphinx_wer_in_flag``).
@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from pipeline.config import PipelineConfig
+from stages.config import PipelineConfig
 from stages.base import ClipError, Stage, SystemicError
 from stages.ingest import work_dir_of
-from stages.media import MediaError, decode_audio
-from stages.script_text import normalise_words, script_variants, word_error_rate
+from stages.media.av import MediaError, decode_audio
+from stages.transcript.script_text import normalise_words, script_variants, word_error_rate
 from stages.speech import filled
-from stages.subtitles import build_cues, timed_tokens, write_subtitles
-from stages.whisperx_glue import WhisperxBackend, WhisperxUnavailable, load_backend
+from stages.transcript.subtitles import build_cues, timed_tokens, write_subtitles
+from stages.transcript.whisperx_glue import WhisperxBackend, WhisperxUnavailable, load_backend
 
 SR = 16000
 #: ``align.subtitles``: SRT/VTT beside the clip only; plus a soft ``mov_text`` track in the MP4;
@@ -119,7 +119,7 @@ class AlignStage(Stage):
                     f"align.language={self.cfg.language!r}: pocketsphinx aligns English only and "
                     f"whisperx is unavailable ({self.whisperx_unavailable}); put whisperx models "
                     "in the local cache or set align.enabled=false")
-            from stages.pocketsphinx_align import PocketsphinxAligner
+            from stages.transcript.pocketsphinx_align import PocketsphinxAligner
 
             self.whisperx = None
             self.pocketsphinx = PocketsphinxAligner()

@@ -6,7 +6,7 @@ Writes, once per portrait content (so a presenter used by thousands of rows is c
 * ``OUT/work/_faces/<key>_<size>.json`` the 2x3 portrait->crop matrix, landmarks, face box, score
   and the detector used, or the error when the portrait has zero or several faces (cached too).
 
-``key`` hashes the portrait's pixels and the crop options. See :mod:`stages.alignment` for the
+``key`` hashes the portrait's pixels and the crop options. See :mod:`stages.face.alignment` for the
 framing.
 
 Hostile portraits: faces rolled in-plane (up to upside down) are found by the rotation tries of
@@ -28,14 +28,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.config import FaceCropConfig, PipelineConfig
-from stages.alignment import (Detection, FaceError, FaceFinder, atomic_write_text,
+from stages.config import FaceCropConfig, PipelineConfig
+from stages.face.alignment import (Detection, FaceError, FaceFinder, atomic_write_text,
                               similarity_transform, transform_points, warp_to_crop)
 from stages.base import ClipError, Stage, SystemicError
-from stages.face_track import FaceTracker
-from stages.faces import Face, face_width
-from stages.footage import cached_track, read_frame
-from stages.images import ImageError, pixel_hash, read_rgb, write_png
+from stages.face.track import FaceTracker
+from fixtalk.measure.faces import Face, face_width
+from stages.media.footage import cached_track, read_frame
+from stages.media.images import ImageError, pixel_hash, read_rgb, write_png
 from stages.ingest import present, shared_dir
 
 CACHE_VERSION = 2

@@ -39,13 +39,13 @@ from PIL import Image
 
 from fixtalk.shift_stitching import fit_head_motion, stabilise
 from manifests.schema import EMOTIONS, INTENSITY_RANGE
-from pipeline.config import PipelineConfig
-from stages.alignment import warp_to_crop
+from stages.config import PipelineConfig
+from stages.face.alignment import warp_to_crop
 from stages.base import ClipError, Stage
 from stages.face_crop import fixed_video_transform, make_finder
 from stages.ingest import present, work_dir_of
-from stages.media import MediaError, iter_video_frames
-from stages.model_runtime import load_runtime
+from stages.media.av import MediaError, iter_video_frames
+from stages.rendering.runtime import load_runtime
 
 #: Side (px) of the pose video's crops that dlib measures landmarks on for shift stitching: the
 #: model's own crop (128 or 64 px) is too small for dlib's detector.

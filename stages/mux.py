@@ -10,7 +10,7 @@
 * the file appears under its final name only when complete: written to ``OUT/clips/.tmp-*`` and
   moved with :func:`os.replace`; subtitles from ``OUT/work/<id>/subs.srt|vtt`` are placed beside
   it and, with ``align.subtitles=embedded``, added as a ``mov_text`` track (``burned``: drawn in);
-* provenance (``provenance`` config section, :mod:`stages.provenance`, :mod:`stages.disclosure`):
+* provenance (``provenance`` config section, :mod:`stages.provenance.c2pa`, :mod:`stages.provenance.disclosure`):
   the C2PA content credentials are signed into the temp file before the rename, so a clip is never
   visible unsigned (``c2pa_manifest_id``, ``c2pa_signer`` in the results); the disclosure
   statement goes into the MP4's metadata and the subtitle files; ``provenance.label`` burns a
@@ -28,15 +28,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig
+from stages.config import PipelineConfig
 from stages.base import ClipError, Stage, SystemicError
-from stages.disclosure import (POSITIONS, label_image, metadata_args, overlay_filter, srt_with_cue,
+from stages.provenance.disclosure import (POSITIONS, label_image, metadata_args, overlay_filter, srt_with_cue,
                                statement_text, vtt_with_note)
 from stages.ingest import present, work_dir_of
-from stages.media import (MediaError, first_stream, input_args, media_duration, probe,
+from stages.media.av import (MediaError, first_stream, input_args, media_duration, probe,
                           require_ffmpeg, run_ffmpeg)
-from stages.provenance import CONSENT_MISSING, manifest_definition, sign_mp4
-from stages.signing_identity import resolve_identity
+from stages.provenance.c2pa import CONSENT_MISSING, manifest_definition, sign_mp4
+from stages.provenance.signing_identity import resolve_identity
 
 
 def measure_loudness(audio: str | Path, lufs: float, tp: float, lra: float) -> dict[str, str]:

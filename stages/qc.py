@@ -4,19 +4,19 @@ For one rendered clip ``OUT/clips/<clip_id>.mp4`` this stage
 
 * embeds the source portrait's face and the face in every ``qc.sample_every``-th output frame and
   reports CSIM (cosine similarity) mean / min / 10th percentile / slope per second (drift), with
-  the embedder's name (:mod:`stages.identity`);
+  the embedder's name (:mod:`fixtalk.measure.identity`);
 * counts faces in the sampled frames (``face_presence`` = share with exactly one face);
 * measures the face where the face crop found it: with ``render.output: full`` every frame and
   the portrait are cut to an upright ``qc.view_size`` view around the face crop
-  (:func:`stages.alignment.face_view`), so a small face in a large picture, an off-centre face
+  (:func:`stages.face.alignment.face_view`), so a small face in a large picture, an off-centre face
   or a rolled / sideways / upside-down portrait reads as an upright face of a size the detector
   finds (dlib's detector wants upright faces of about 80 px or more);
 * tracks the mouth opening on every frame (landmarks in the last detected box between sampled
-  frames) against the audio envelope of the clip's own audio track (:mod:`stages.lipsync`), and
-  runs SyncNet when ``qc.syncnet_weights`` is given (:mod:`stages.syncnet`);
-* probes the delivery format and loudness (:mod:`stages.delivery`);
+  frames) against the audio envelope of the clip's own audio track (:mod:`fixtalk.measure.lipsync`), and
+  runs SyncNet when ``qc.syncnet_weights`` is given (:mod:`stages.checks.syncnet`);
+* probes the delivery format and loudness (:mod:`stages.media.delivery`);
 * judges the align stage's script check (``script_mismatch``, ``script_wer``) with the rest;
-* turns the thresholds into ``qc_status`` / ``qc_reasons`` (:mod:`stages.qc_rules`), writes the
+* turns the thresholds into ``qc_status`` / ``qc_reasons`` (:mod:`stages.checks.rules`), writes the
   per-frame curves to ``OUT/qc/<clip_id>.json`` and, for flagged clips, an identity-curve PNG.
 """
 from __future__ import annotations
@@ -31,22 +31,23 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from pipeline.config import PipelineConfig
+from stages.config import PipelineConfig
 from stages.base import ClipError, Stage
-from stages.alignment import face_view, warp_to_crop
-from stages.delivery import audio_file_duration, delivery_metrics
-from stages.dub_qc import dub_metrics
+from stages.face.alignment import face_view, warp_to_crop
+from stages.media.delivery import audio_file_duration, delivery_metrics
+from stages.checks.dub_qc import dub_metrics
 from stages.face_crop import load_transform
-from stages.faces import box_from_landmarks, detect_faces, fit_landmarks, mouth_opening
-from stages.identity import Embedder, cosine, csim_stats, make_embedder
-from stages.images import read_rgb
+from fixtalk.measure.faces import box_from_landmarks, detect_faces, fit_landmarks, mouth_opening
+from fixtalk.measure.identity import Embedder, cosine, csim_stats
+from stages.checks.embedder import make_embedder
+from stages.media.images import read_rgb
 from stages.ingest import portrait_source
-from stages.lipsync import audio_envelope, best_lag
-from stages.media import decode_audio, first_stream, iter_video_frames, probe
-from stages.qc_rules import csim_limits, judge
+from fixtalk.measure.lipsync import audio_envelope, best_lag
+from stages.media.av import decode_audio, first_stream, iter_video_frames, probe
+from stages.checks.rules import csim_limits, judge
 
 
-#: Columns of the align stage that QC judges (the script check of :mod:`stages.qc_rules`).
+#: Columns of the align stage that QC judges (the script check of :mod:`stages.checks.rules`).
 SCRIPT_COLUMNS = ("script_mismatch", "script_wer", "script_aligned_share", "subtitle_timing")
 
 
@@ -64,7 +65,7 @@ class QCStage(Stage):
         self._references: dict[tuple, np.ndarray | None] = {}  # presenters recur across rows
         self.syncnet = None
         if self.cfg.syncnet_weights:
-            from stages.syncnet import load_syncnet
+            from stages.checks.syncnet import load_syncnet
 
             self.syncnet = load_syncnet(self.cfg.syncnet_weights, self.cfg.syncnet_device)
 
@@ -209,7 +210,7 @@ class QCStage(Stage):
                     track["csim"].append(score)
                 if box is not None and n < sync_frames:
                     # refitted in the box of its own landmarks: the detector's box comes in ~20 %
-                    # size steps that would move the lips between frames (stages.faces.fit_landmarks)
+                    # size steps that would move the lips between frames (fixtalk.measure.faces.fit_landmarks)
                     landmarks = fit_landmarks(frame, box, jitter=False)
                     box = box_from_landmarks(landmarks)
                 if n < sync_frames:
@@ -223,7 +224,7 @@ class QCStage(Stage):
 
     @staticmethod
     def _syncnet_crop(frame: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
-        from stages.syncnet import face_crop_224
+        from stages.checks.syncnet import face_crop_224
 
         if box is None:
             return np.full((224, 224, 3), 110, np.uint8)
@@ -263,7 +264,7 @@ class QCStage(Stage):
         if self.syncnet is not None:
             metrics.update({"lse_c": nan, "lse_d": nan, "av_offset": None})
             if len(track["crops"]) >= 6 and samples.size >= 6 * 640:
-                from stages.syncnet import evaluate_sync
+                from stages.checks.syncnet import evaluate_sync
 
                 res = evaluate_sync(self.syncnet, np.stack(track["crops"]), samples)
                 curves["syncnet_mdist"] = res.pop("mdist")

@@ -21,15 +21,15 @@ import numpy as np
 from PIL import Image
 
 from fixtalk.shift_stitching import shift_heads
-from pipeline.config import PipelineConfig
+from stages.config import PipelineConfig
 from stages.base import ClipError, Stage
 from stages.face_crop import load_crop_landmarks, load_transform
-from stages.images import read_rgb
-from stages.dub import DubRenderer
+from stages.media.images import read_rgb
+from stages.rendering.dub import DubRenderer
 from stages.ingest import portrait_source, present, work_dir_of
-from stages.media import FfmpegWriter, MediaError
-from stages.model_runtime import load_runtime
-from stages.paste import LowerFaceComposite, PasteBack, lower_face_mask
+from stages.media.av import FfmpegWriter, MediaError
+from stages.rendering.runtime import load_runtime
+from stages.media.paste import LowerFaceComposite, PasteBack, lower_face_mask
 
 PASTE_REGIONS = ("auto", "face", "mouth")
 
@@ -122,7 +122,7 @@ class RenderStage(Stage):
                 "checkpoint_id": self.runtime.checkpoint_id}
 
     def region(self, row: dict[str, Any]) -> str:
-        """``face`` or ``mouth`` (see :mod:`stages.paste`): ``auto`` keeps the portrait's own
+        """``face`` or ``mouth`` (see :mod:`stages.media.paste`): ``auto`` keeps the portrait's own
         pixels outside the lower face when the clip holds the portrait's pose and expression."""
         if self.cfg.paste_region != "auto":
             return self.cfg.paste_region

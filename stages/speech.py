@@ -22,10 +22,10 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig
+from stages.config import PipelineConfig
 from stages.base import ClipError, Stage, SystemicError
 from stages.ingest import work_dir_of
-from stages.script_text import speakable_text
+from stages.transcript.script_text import speakable_text
 
 MIN_RATE, MAX_RATE = 80, 450
 

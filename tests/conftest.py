@@ -25,7 +25,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-# The local C2PA signing identity (stages/signing_identity.py) is made under the user's config
+# The local C2PA signing identity (stages/provenance/signing_identity.py) is made under the user's config
 # folder: tests make theirs in a throwaway one, never in ~/.config.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="fixtalk-test-config-")
 

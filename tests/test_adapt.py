@@ -93,7 +93,7 @@ def test_the_pipeline_adapts_once_per_portrait_and_reuses_it_on_rerun(ray_sessio
     from pipeline.config import load_config
     from pipeline.run import RunRequest, run
     from stages.base import ClipError
-    from stages.model_runtime import load_runtime
+    from stages.rendering.runtime import load_runtime
     from tests.conftest import make_speech, save_png
 
     if subprocess.run(["sh", "-c", "command -v ffmpeg && command -v espeak-ng"], capture_output=True).returncode:

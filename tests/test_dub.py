@@ -65,13 +65,13 @@ def _run(d: Path, rows: list[dict], out: str, extra: list[str] = ()) -> pd.DataF
 
 
 def _frames(path) -> np.ndarray:
-    from stages.media import video_to_frames
+    from stages.media.av import video_to_frames
 
     return video_to_frames(path, None)
 
 
 def _mouth_track(frames: np.ndarray) -> np.ndarray:
-    from stages.faces import detect_faces, fit_landmarks, mouth_opening
+    from fixtalk.measure.faces import detect_faces, fit_landmarks, mouth_opening
 
     box, out = None, []
     for f in frames:
@@ -94,7 +94,7 @@ def test_dub_keeps_the_footage_and_rests_the_mouth_in_the_pause(media):
     assert row.frames_dubbed == len(out) and row.frames_passed_through == 0
     # outside the mouth the picture is the footage's own (up to the H.264 encodings)
     assert row.outside_psnr_min > 34.0, row.outside_psnr_min
-    from stages.footage import footage_index
+    from stages.media.footage import footage_index
 
     footage = _frames(d / "hopper25.mp4")
     src = footage[footage_index(len(footage), len(out), "pingpong")]
@@ -117,7 +117,7 @@ def test_dub_keeps_the_footage_and_rests_the_mouth_in_the_pause(media):
 
 @pytest.mark.parametrize("policy", ["pingpong", "loop", "freeze"])
 def test_extend_policies_give_the_speech_length_and_the_right_frames(media, policy):
-    from stages.footage import footage_index
+    from stages.media.footage import footage_index
 
     d = media["dir"]
     short = d / "short_footage.mp4"

@@ -19,7 +19,7 @@ from PIL import Image
 
 from pipeline.config import PipelineConfig
 from stages.face_crop import FaceCropStage
-from stages.faces import detect_faces
+from fixtalk.measure.faces import detect_faces
 from stages.ingest import IngestStage
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

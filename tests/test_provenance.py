@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pipeline.cli import main as cli_main
 from pipeline.config import PipelineConfig
 from stages.base import SystemicError
-from stages.media import probe, video_to_frames
+from stages.media.av import probe, video_to_frames
 from stages.mux import MuxStage
-from stages.provenance import check_signer, read_credentials, sha256_of
-from stages.signing_identity import LOCAL_KEY, LOCAL_SUBDIR, SigningIdentity, make_ca_and_leaf
-from stages.subtitles import parse_cue_times
+from stages.provenance.c2pa import check_signer, read_credentials, sha256_of
+from stages.provenance.signing_identity import LOCAL_KEY, LOCAL_SUBDIR, SigningIdentity, make_ca_and_leaf
+from stages.transcript.subtitles import parse_cue_times
 
 W, H, SECONDS = 192, 128, 2.0
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from pipeline.config import PipelineConfig
-from stages.faces import detect_faces, mouth_opening
-from stages.identity import (ARCFACE_TEMPLATE_112, DlibEmbedder, OnnxArcFaceEmbedder, align_112,
+from fixtalk.measure.faces import detect_faces, mouth_opening
+from fixtalk.measure.identity import (ARCFACE_TEMPLATE_112, DlibEmbedder, OnnxArcFaceEmbedder, align_112,
                              cosine, csim_stats, five_points)
-from stages.lipsync import audio_envelope, best_lag
-from stages.media import FfmpegWriter, decode_audio
+from fixtalk.measure.lipsync import audio_envelope, best_lag
+from stages.media.av import FfmpegWriter, decode_audio
 from stages.qc import QCStage
-from stages.qc_rules import CSIM_DEFAULTS
+from stages.checks.rules import CSIM_DEFAULTS
 
 pytestmark = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("espeak-ng")),
                                 reason="needs ffmpeg and espeak-ng (apt-get install ffmpeg espeak-ng)")
@@ -194,7 +194,7 @@ def test_csim_stats_report_drift():
     (60.0, -0.0025, True),  # the same slope held for a minute is identity loss
 ])
 def test_drift_is_flagged_only_when_the_samples_show_it(seconds, slope, flagged):
-    from stages.qc_rules import judge
+    from stages.checks.rules import judge
 
     t = np.arange(0, seconds, 0.2)
     curve = 0.985 + slope * t + np.random.default_rng(3).normal(0, 0.004, len(t))
@@ -248,7 +248,7 @@ def test_fitted_landmarks_do_not_follow_the_detector_box_scale():
     give the same points whichever box a frame got."""
     import cv2
 
-    from stages.faces import fit_landmarks, landmarks_in_box
+    from fixtalk.measure.faces import fit_landmarks, landmarks_in_box
 
     photo = _grace_hopper()
     l, t, r, b = detect_faces(photo)[0].box
@@ -327,7 +327,7 @@ def test_missing_clip_fails_the_row_not_the_run(stage, media, tmp_path):
 def test_syncnet_plumbing_with_random_weights(media, clips, tmp_path):
     import torch
 
-    from stages.syncnet import SyncNet, mfcc
+    from stages.checks.syncnet import SyncNet, mfcc
 
     feats = mfcc(np.random.default_rng(0).standard_normal(16000) * 1000)
     assert feats.shape == (99, 13) and np.isfinite(feats).all()
@@ -357,7 +357,7 @@ def test_faces_in_full_pictures_are_measured_where_the_face_crop_found_them(stag
     on the whole frame, finds no face."""
     import cv2
 
-    from stages.alignment import similarity_transform, transform_points
+    from stages.face.alignment import similarity_transform, transform_points
 
     w, h, scale, roll, x, y = place
     c = media["crop"].shape[0] / 2

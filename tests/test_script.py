@@ -21,12 +21,12 @@ from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.config import QCConfig  # noqa: E402
 from stages.align import AlignStage  # noqa: E402
 from stages.base import SystemicError  # noqa: E402
-from stages.qc_rules import judge  # noqa: E402
-from stages.media import decode_audio  # noqa: E402
-from stages.script_text import (normalise_words, number_to_words, script_variants,  # noqa: E402
+from stages.checks.rules import judge  # noqa: E402
+from stages.media.av import decode_audio  # noqa: E402
+from stages.transcript.script_text import (normalise_words, number_to_words, script_variants,  # noqa: E402
                                 speakable_text, tokenize_script, word_error_rate)
 from stages.speech import SpeechStage  # noqa: E402
-from stages.subtitles import (TimedToken, build_cues, parse_cue_times, srt_text,  # noqa: E402
+from stages.transcript.subtitles import (TimedToken, build_cues, parse_cue_times, srt_text,  # noqa: E402
                               timed_tokens, vtt_text)
 
 LIBRI = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -337,7 +337,7 @@ def test_whisperx_glue_offline_with_a_tiny_random_aligner(cfg, tmp_path):
         import torch
         from torchaudio.models import wav2vec2_model
 
-        from stages import whisperx_glue as wg
+        from stages.transcript import whisperx_glue as wg
         wg._import_whisperx()
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"whisperx does not import here: {exc}")

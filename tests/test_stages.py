@@ -17,7 +17,7 @@ from PIL import Image
 from pipeline.config import PipelineConfig
 from stages.face_crop import FaceCropStage
 from stages.ingest import IngestStage
-from stages.media import FfmpegWriter, MediaError, decode_audio, probe, video_to_frames
+from stages.media.av import FfmpegWriter, MediaError, decode_audio, probe, video_to_frames
 from stages.mux import MuxStage
 from tests.conftest import top_level_atoms
 
@@ -266,9 +266,9 @@ def test_mux_fails_the_row_without_a_rendered_video(media, config, tmp_path):
 
 # --------------------------------------------------------------------------- paste-back, looping
 def test_paste_back_inverts_the_crop_transform(media, config, tmp_path):
-    from stages.alignment import warp_to_crop
+    from stages.face.alignment import warp_to_crop
     from stages.face_crop import load_transform
-    from stages.paste import PasteBack
+    from stages.media.paste import PasteBack
 
     res = FaceCropStage(config).run_row(
         IngestStage(config).run_row(make_row(tmp_path, "pb", media["rotated"], media["speech"])))

@@ -16,7 +16,7 @@ from PIL import Image
 from pipeline.config import PipelineConfig
 from stages.face_crop import FaceCropStage
 from stages.ingest import IngestStage
-from stages.media import FfmpegWriter, probe, video_to_frames
+from stages.media.av import FfmpegWriter, probe, video_to_frames
 from stages.motion import MotionStage
 from stages.mux import MuxStage
 from stages.render import RenderStage
@@ -162,7 +162,7 @@ def test_full_frame_of_an_odd_sized_grayscale_portrait(setup, tmp_path):
     as long as the audio within one frame (ffprobe of both streams)."""
     import matplotlib.cbook as cbook
 
-    from stages.alignment import transform_points
+    from stages.face.alignment import transform_points
     from stages.face_crop import load_landmarks, load_transform
 
     d, cfg = setup["dir"], setup["cfg"]
@@ -241,8 +241,8 @@ def test_held_pose_generates_only_the_lower_face(setup, tmp_path):
 def test_lower_face_mask_and_colour_fit():
     from skimage import data
 
-    from stages.faces import detect_faces
-    from stages.paste import fit_colour, lower_face_mask
+    from fixtalk.measure.faces import detect_faces
+    from stages.media.paste import fit_colour, lower_face_mask
 
     astro = data.astronaut()  # 512 x 512, taken as the "crop"
     lm = detect_faces(astro)[0].landmarks

@@ -102,7 +102,7 @@ def _perpendicular_gap(lm: np.ndarray) -> float:
 def test_driving_frame_mouth_opens_exactly_when_its_viseme_says_so():
     from fixtalk.train import synthetic
     from fixtalk.train.speech import CLOSED_VISEMES, Utterance
-    from stages.faces import detect_faces, mouth_opening
+    from fixtalk.measure.faces import detect_faces, mouth_opening
 
     # known phone timings: closed (silence, M, P, B) and open (AA, IY, F, OW) visemes
     phones = [("SIL", 0.0, 0.2), ("M", 0.2, 0.36), ("AA", 0.36, 0.6), ("P", 0.6, 0.72),
@@ -355,7 +355,7 @@ def test_reshape_gives_the_portrait_a_new_face_geometry_that_its_pixels_show():
 
     from fixtalk.train import synthetic
     from fixtalk.train.face_shape import reshape_portrait
-    from stages.faces import detect_faces
+    from fixtalk.measure.faces import detect_faces
 
     portrait = synthetic.load_portrait("astronaut")
     base, lm = synthetic.aligned_portrait(portrait, 128, None, landmarks=synthetic.portrait_landmarks(portrait))

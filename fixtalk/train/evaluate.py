@@ -21,7 +21,7 @@ source image of a clip is its first frame. Four groups of figures, each line pas
     source warped by the landmark warp of the two frames (train.warp_targets: the ceiling a
     warping generator can reach) and the mean distance between the two flows in pixels;
 (b) lips follow speech: frames rendered from the clip's audio (Audio2Lip lip weights, the source's
-    own pose/expression, as the renderer does), per-frame mouth opening from dlib-68 landmarks (stages.faces.fit_landmarks) of
+    own pose/expression, as the renderer does), per-frame mouth opening from dlib-68 landmarks (fixtalk.measure.faces.fit_landmarks) of
     the rendered pixels, Pearson correlation with the speech RMS envelope per 40 ms frame (pooled
     over the clips, lag 0; the best lag within +-2 frames is reported too); pass >= 0.5. Silence:
     the same from a near-silent waveform (white noise at -60 dBFS); pass when the mouth hardly
@@ -126,7 +126,7 @@ def _motion_std(tracks: list[np.ndarray]) -> float:
 def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0,
                  gate: SilenceGate | None = SilenceGate()) -> tuple[dict, list[np.ndarray]]:
     """(b); ``gate``: the renderer's silence gate (default: as the pipeline renders; None: off)."""
-    from stages.lipsync import audio_envelope, best_lag
+    from fixtalk.measure.lipsync import audio_envelope, best_lag
 
     rng = np.random.default_rng(seed)
     speech_m, speech_e, sil_m, sil_e, truth_m, driver_m = [], [], [], [], [], []
@@ -172,7 +172,7 @@ def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0,
 
 
 def eval_identity(sources: list[np.ndarray], renders: list[np.ndarray], per_clip: int) -> dict:
-    from stages.identity import cosine
+    from fixtalk.measure.identity import cosine
 
     meter = FaceMeter()
     dists, cos = [], []

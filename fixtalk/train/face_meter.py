@@ -1,18 +1,18 @@
 """Face measurements on rendered and driving crops for the held-out evaluation
 (:mod:`fixtalk.train.evaluate`): dlib landmarks fitted independently of the detector's box
-scale (:func:`stages.faces.fit_landmarks`), mouth opening, head roll and a yaw proxy."""
+scale (:func:`fixtalk.measure.faces.fit_landmarks`), mouth opening, head roll and a yaw proxy."""
 from __future__ import annotations
 
 import numpy as np
 
 
 class FaceMeter:
-    """dlib landmarks / embeddings of (rendered) crops, fitted with :func:`stages.faces.fit_landmarks`
+    """dlib landmarks / embeddings of (rendered) crops, fitted with :func:`fixtalk.measure.faces.fit_landmarks`
     (independent of the detector's box scale). A frame is detected (``detect``) or, when the head is
     known to stay put or the detector misses it, fitted in the box of the last frame's landmarks."""
 
     def __init__(self) -> None:
-        from stages import faces
+        from fixtalk.measure import faces
 
         self.faces = faces
         self.box: tuple[float, float, float, float] | None = None
@@ -49,7 +49,7 @@ class FaceMeter:
 
 
 def mouth_track(lms: np.ndarray) -> np.ndarray:
-    from stages.faces import mouth_opening
+    from fixtalk.measure.faces import mouth_opening
 
     return np.array([mouth_opening(lm) if np.isfinite(lm).all() else np.nan for lm in lms])
 
@@ -68,7 +68,7 @@ def head_angles(lms: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    from stages.lipsync import pearson as _p
+    from fixtalk.measure.lipsync import pearson as _p
 
     keep = np.isfinite(a) & np.isfinite(b)
     return _p(np.asarray(a)[keep], np.asarray(b)[keep])

@@ -2,7 +2,7 @@
 
 ffprobe gives codecs, pixel format, frame rate, sample rate and stream durations; ffmpeg's
 ``ebur128`` filter (ITU-R BS.1770 / EBU R128) gives the integrated loudness (LUFS) and the true
-peak (dBTP) of the output audio. All calls are argv lists through :mod:`stages.media`.
+peak (dBTP) of the output audio. All calls are argv lists through :mod:`stages.media.av`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stages.media import first_stream, input_args, media_duration, probe, run_ffmpeg, stream_fps
+from stages.media.av import first_stream, input_args, media_duration, probe, run_ffmpeg, stream_fps
 
 _SUMMARY = re.compile(r"Summary:(.*)", re.S)
 _INTEGRATED = re.compile(r"I:\s*(-?[\d.]+|-?inf|nan)\s*LUFS")

@@ -9,7 +9,7 @@ thresholds must be calibrated per embedder (docs/qc.md).
 Backends:
 
 * :class:`DlibEmbedder` (default): dlib's 128-d ResNet from ``face-recognition-models`` via
-  :mod:`stages.faces` (offline, no download).
+  :mod:`fixtalk.measure.faces` (offline, no download).
 * :class:`OnnxArcFaceEmbedder`: an ArcFace-style ONNX model from a user path (onnxruntime), fed a
   112x112 face aligned by a similarity transform of five points (eye centres, nose tip, mouth
   corners) onto the standard ArcFace template.
@@ -23,9 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from fixtalk.geometry import umeyama
-
-from stages.base import SystemicError
-from stages.faces import Face, face_embedding
+from fixtalk.measure.faces import Face, face_embedding
 
 #: The usual ArcFace 112x112 five-point template (x, y): left eye, right eye, nose tip, left and
 #: right mouth corner (image left/right).
@@ -36,6 +34,10 @@ ARCFACE_TEMPLATE_112 = np.array([
     [41.5493, 92.3655],
     [70.7299, 92.2041],
 ], dtype=np.float64)
+
+
+class MeterUnavailable(RuntimeError):
+    """A meter's model cannot be loaded (a missing file or package): not any one clip's fault."""
 
 
 class Embedder(Protocol):
@@ -84,12 +86,12 @@ class OnnxArcFaceEmbedder:
                  threads: int = 1):
         path = Path(path)
         if not path.is_file():
-            raise SystemicError(f"qc.onnx_model: {path} does not exist; give the path of an "
+            raise MeterUnavailable(f"qc.onnx_model: {path} does not exist; give the path of an "
                                 "ArcFace-style .onnx file (see docs/qc.md) or set qc.embedder=dlib")
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise SystemicError("qc.embedder=onnx needs onnxruntime: `pip install -c "
+            raise MeterUnavailable("qc.embedder=onnx needs onnxruntime: `pip install -c "
                                 "requirements/constraints.txt onnxruntime`") from exc
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
@@ -98,7 +100,7 @@ class OnnxArcFaceEmbedder:
             self._session = ort.InferenceSession(str(path), opts,
                                                  providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise SystemicError(f"qc.onnx_model: cannot load {path.name} ({exc})") from exc
+            raise MeterUnavailable(f"qc.onnx_model: cannot load {path.name} ({exc})") from exc
         inp = self._session.get_inputs()[0]
         self._input = inp.name
         self.size = int(inp.shape[-1]) if isinstance(inp.shape[-1], int) else 112
@@ -111,18 +113,6 @@ class OnnxArcFaceEmbedder:
         blob = ((crop.astype(np.float32) - self.mean) / self.std).transpose(2, 0, 1)[None]
         out = self._session.run(None, {self._input: np.ascontiguousarray(blob)})[0]
         return np.asarray(out, dtype=np.float64).reshape(-1)
-
-
-def make_embedder(backend: str, onnx_model: str | None = None) -> Embedder:
-    """``dlib`` (default) or ``onnx`` (needs ``onnx_model``)."""
-    if backend == "dlib":
-        return DlibEmbedder()
-    if backend == "onnx":
-        if not onnx_model:
-            raise SystemicError("qc.embedder=onnx needs qc.onnx_model=PATH to an ArcFace-style "
-                                ".onnx file (see docs/qc.md)")
-        return OnnxArcFaceEmbedder(onnx_model)
-    raise SystemicError(f"qc.embedder={backend!r} is unknown; expected 'dlib' or 'onnx'")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

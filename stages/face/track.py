@@ -10,7 +10,7 @@ For footage ``V`` with frames ``F_0 .. F_{T-1}`` at its own constant frame rate:
   ``track.detect_every``-th frame, at the start of a shot and whenever the track was lost; the
   number of faces is counted there (two people in the footage is the row's error);
 * **landmarks** on every frame: the 68-point shape fitted in the box of the previous frame's
-  landmarks (:func:`stages.faces.box_from_landmarks`), refitted once in its own box; a fit that
+  landmarks (:func:`fixtalk.measure.faces.box_from_landmarks`), refitted once in its own box; a fit that
   jumps by more than ``track.max_jump`` of the face's size, or that a detection frame cannot
   confirm, loses the track until the next detection;
 * **usable frames**: a face at least ``track.min_face_px`` wide and not turned further than
@@ -18,7 +18,7 @@ For footage ``V`` with frames ``F_0 .. F_{T-1}`` at its own constant frame rate:
   1 profile). The others are passed through undubbed (status ``lost``, ``small``, ``turned``);
 * **the landmarks** of each run of usable frames of one shot are smoothed over time by a Gaussian
   of ``track.smoothing_s`` seconds (a per-frame fit jitters by a pixel or two);
-* **the crop transform** of each usable frame (:func:`stages.alignment.similarity_transform` of its
+* **the crop transform** of each usable frame (:func:`stages.face.alignment.similarity_transform` of its
   landmarks) is smoothed over time within each run of usable frames of one shot: its four
   similarity parameters (log-scale, angle, centre) by a Gaussian of ``track.smoothing_s``
   seconds, so the pasted face neither jitters nor changes scale from frame to frame.
@@ -37,8 +37,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from stages.alignment import FaceFinder, similarity_transform
-from stages.faces import box_from_landmarks, face_width, landmarks_in_box
+from stages.face.alignment import FaceFinder, similarity_transform
+from fixtalk.measure.faces import box_from_landmarks, face_width, landmarks_in_box
 
 #: Frame status codes of a track.
 OK, LOST, SMALL, TURNED = 0, 1, 2, 3

@@ -9,7 +9,7 @@ its own constant frame rate, mapping output frames onto it, and its cached face 
 * :func:`footage_index` maps the output's frames onto the footage's for ``dub.extend``: footage
   longer than the speech is cut; shorter footage is played back and forth (``pingpong``), from
   the start again (``loop``) or holds its last frame (``freeze``).
-* :func:`cached_track` runs :class:`stages.face_track.FaceTracker` once per footage content and
+* :func:`cached_track` runs :class:`stages.face.track.FaceTracker` once per footage content and
   tracking options (``OUT/work/_tracks/<key>.npz``) and picks the footage's reference frame: the
   most frontal usable frame with the least open mouth, the presenter's "portrait" for the face
   crop, the identity reference of QC and the still adaptation.
@@ -26,9 +26,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from stages.base import ClipError
-from stages.face_track import FaceTrack, FaceTracker, FootageFaceError, turn_proxy
-from stages.faces import mouth_opening
-from stages.media import (MediaError, first_stream, iter_video_frames, media_duration, probe,
+from stages.face.track import FaceTrack, FaceTracker, FootageFaceError, turn_proxy
+from fixtalk.measure.faces import mouth_opening
+from stages.media.av import (MediaError, first_stream, iter_video_frames, media_duration, probe,
                           stream_fps, stream_rotation)
 
 EXTEND_POLICIES = ("pingpong", "loop", "freeze")

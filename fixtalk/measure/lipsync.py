@@ -12,7 +12,7 @@ Two measures live here:
 
 2. SyncNet evaluation (LSE-C / LSE-D / AV offset) when the user supplies weights of the standard
    SyncNet (Chung & Zisserman 2016, as published in ``joonson/syncnet_python``): see
-   :mod:`stages.syncnet`.
+   :mod:`stages.checks.syncnet`.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.faces import Face, detect_faces, landmarks_in_box
+from fixtalk.measure.faces import Face, detect_faces, landmarks_in_box
 
 FA_FILES = {"2DFAN-4": "2DFAN4-11f355bf06.pth.tar", "s3fd": "s3fd-619a316812.pth"}
 

@@ -28,7 +28,7 @@ from typing import Any
 import c2pa
 
 from stages.base import ClipError, SystemicError
-from stages.signing_identity import SigningIdentity
+from stages.provenance.signing_identity import SigningIdentity
 
 CLAIM_GENERATOR = "FixTalk Studio"
 ASSERTION = "com.fixtalk.provenance"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.config import QCConfig
+from stages.config import QCConfig
 
 #: Embedder-specific CSIM defaults: (csim_warn, csim_fail, csim_min_warn). dlib's vectors sit in a
 #: narrow cone (unrelated people ~0.88, same person ~0.98); ArcFace-style ~0.1 vs ~0.7.
@@ -81,7 +81,7 @@ def judge(m: dict[str, Any], cfg: QCConfig, *, fps: float, lufs_target: float | 
 
 
 def _dub(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
-    """Dubs (stages/dub_qc.py): frames passed through undubbed, the picture outside the mouth."""
+    """Dubs (stages/checks/dub_qc.py): frames passed through undubbed, the picture outside the mouth."""
     v.below(m, "dubbed_fraction", cfg.min_dubbed_fraction, "warn", "dub",
             " (frames whose face was lost, too small or turned away are left as they were)")
     v.below(m, "outside_psnr_min", cfg.outside_psnr_warn, "warn", "dub",

@@ -2,7 +2,7 @@
 ``presenter_video`` (or a dub's ``source_video``) resampled to 25 fps, cut to the model crop with
 the track's smoothed transforms, with their landmarks and the footage's own speech.
 
-Only runs of usable frames within one shot are kept (:mod:`stages.face_track`); the last
+Only runs of usable frames within one shot are kept (:mod:`stages.face.track`); the last
 ``holdout`` share of the footage is left out (to measure the fit on frames it never saw); at most
 ``max_frames`` frames are used (the first runs first).
 """
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from fixtalk.footage_fit import FootageSegment
-from stages.alignment import transform_points, warp_to_crop
+from stages.face.alignment import transform_points, warp_to_crop
 from stages.base import ClipError
-from stages.face_track import FaceTrack
-from stages.footage import footage_frames
-from stages.media import MediaError, decode_audio
+from stages.face.track import FaceTrack
+from stages.media.footage import footage_frames
+from stages.media.av import MediaError, decode_audio
 
 SAMPLES_PER_FRAME = 640
 

@@ -14,7 +14,7 @@ Evaluation: for each video window start ``i`` the visual feature ``v_i`` is comp
 features ``a_{i+s}`` for shifts ``s`` in ``[-S, S]`` (``S = vshift = 15``); the Euclidean distances
 are averaged over ``i`` to ``mdist(s)``. Then ``LSE-D = min_s mdist``, ``LSE-C = median_s mdist -
 min_s mdist`` and ``AV offset = -argmin_s mdist``: a positive offset means the picture is late
-(the same sign as :func:`stages.lipsync.best_lag`).
+(the same sign as :func:`fixtalk.measure.lipsync.best_lag`).
 
 MFCCs follow the classic recipe of the ``python_speech_features`` package that syncnet_python
 uses (pre-emphasis 0.97, 25 ms rectangular frames every 10 ms, 512-point power spectrum, 26 mel

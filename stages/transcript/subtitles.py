@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from stages.script_text import Token
+from stages.transcript.script_text import Token
 
 _SENTENCE_END = (".", "!", "?", "…", ".\"", "?\"", "!\"", ".”", "?”", "!”")
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.alignment import transform_points
+from stages.face.alignment import transform_points
 
 CHIN = list(range(6, 11))  # dlib-68 jaw points around the chin
 NOSE_BASE = list(range(31, 36))

@@ -2,21 +2,21 @@
 to the row's speech, everything else the footage's own pixels.
 
 Output frame j (at the footage's own frame rate r, ``round(duration * r)`` frames: exactly as
-long as the speech) shows footage frame ``i_j`` (:func:`stages.footage.footage_index`,
+long as the speech) shows footage frame ``i_j`` (:func:`stages.media.footage.footage_index`,
 ``dub.extend``). Its lips are the 25 fps Audio2Lip weights (motion.npz) interpolated linearly at
 the frame's time j / r, taken relative to Audio2Lip's resting mouth (``alpha_lip_rest``), scaled
 by ``dub.lip_gain`` and added to the frame's own resting lips
-(:meth:`fixtalk.inference.ClipRenderer.dub`). For a usable frame (:mod:`stages.face_track`):
+(:meth:`fixtalk.inference.ClipRenderer.dub`). For a usable frame (:mod:`stages.face.track`):
 
-1. its lower face is put at rest (:func:`stages.mouth_rest.rest_mouth`: the shot's reference
+1. its lower face is put at rest (:func:`stages.face.mouth_rest.rest_mouth`: the shot's reference
    frame's closed mouth, moved onto it by the rigid landmarks, at full resolution), and the frame
    is cut to the model's crop with its smoothed transform M_i;
 2. the network renders the crop as its own source s_i with alpha_lip and the frame's own pose and
    expression (:meth:`fixtalk.inference.ClipRenderer.dub`), and the crop at rest (its own lips);
-3. only the lower face (:func:`stages.paste.lower_face_mask` of the frame's landmarks, feathered by
+3. only the lower face (:func:`stages.media.paste.lower_face_mask` of the frame's landmarks, feathered by
    ``dub.feather``) is composited back, colour-matched, as the change the new lips make
-   (:class:`stages.paste.LowerFaceComposite`), through the inverse of M_i
-   (:func:`stages.paste.add_change`): eyes, hair, background and body keep their pixels.
+   (:class:`stages.media.paste.LowerFaceComposite`), through the inverse of M_i
+   (:func:`stages.media.paste.add_change`): eyes, hair, background and body keep their pixels.
 
 Where the speech is silent alpha_lip is the network's resting mouth (the silence gate), so the
 mouth closes even where the footage's presenter was talking. Frames whose face is lost, too small
@@ -33,13 +33,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stages.alignment import warp_to_crop
+from stages.face.alignment import warp_to_crop
 from stages.base import ClipError
-from stages.face_track import FaceTrack
-from stages.footage import footage_frames, footage_index, read_frames, shot_references
-from stages.media import FfmpegWriter, MediaError
-from stages.mouth_rest import rest_mouth
-from stages.paste import LowerFaceComposite, add_change
+from stages.face.track import FaceTrack
+from stages.media.footage import footage_frames, footage_index, read_frames, shot_references
+from stages.media.av import FfmpegWriter, MediaError
+from stages.face.mouth_rest import rest_mouth
+from stages.media.paste import LowerFaceComposite, add_change
 
 #: Footage that pingpong must play backwards is buffered on disk as raw frames up to this size.
 MAX_BUFFER_BYTES = 16 << 30

@@ -5,7 +5,7 @@ rest of each frame is the footage's own.
   away pass through; QC warns below ``qc.min_dubbed_fraction``);
 * ``outside_psnr_mean`` / ``outside_psnr_min``: PSNR (dB) of the delivered frame against its
   footage frame over the pixels outside the lower-face composite mask
-  (:func:`stages.mouth_rest.frame_mask`), on up to ``SAMPLES`` frames spread over the clip. Only
+  (:func:`stages.face.mouth_rest.frame_mask`), on up to ``SAMPLES`` frames spread over the clip. Only
   the delivery encoding separates them (about 40 dB and more at the default quality); a low value
   means the picture outside the mouth changed (QC warns below ``qc.outside_psnr_warn``).
 * ``dub_thumbnail``: the footage frame and the dubbed frame side by side (``OUT/qc/<id>_dub.jpg``),
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from stages.face_track import FaceTrack
-from stages.footage import read_frames
-from stages.media import iter_video_frames
-from stages.mouth_rest import frame_mask
+from stages.face.track import FaceTrack
+from stages.media.footage import read_frames
+from stages.media.av import iter_video_frames
+from stages.face.mouth_rest import frame_mask
 
 SAMPLES = 24
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from pipeline.config import PipelineConfig
+from stages.config import PipelineConfig
 from stages.base import ClipError, SystemicError
 
 

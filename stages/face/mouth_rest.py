@@ -5,7 +5,7 @@ flow relative to the source's own lips (relative flow), and a small model cannot
 mouth over an open one: its lips move but the open interior stays (a "ghost" of the old words).
 So each frame's lower face is first replaced, at the footage's full resolution, by the lower face
 of the shot's reference frame (the most frontal frame with the least open mouth,
-:func:`stages.footage.shot_references`), moved onto the frame by the affine transform that maps
+:func:`stages.media.footage.shot_references`), moved onto the frame by the affine transform that maps
 the reference's rigid landmarks (eye corners, nose, upper jaw: points that do not move with
 speech) onto the frame's, colour-matched on a ring around the region. The network then opens
 that resting mouth to the new speech, as it does for a still portrait; where the new speech is
@@ -16,8 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.paste import crop_roi, fit_colour, lower_face_mask
-from stages.alignment import transform_points
+from stages.media.paste import crop_roi, fit_colour, lower_face_mask
+from stages.face.alignment import transform_points
 
 #: dlib-68 points that do not move with speech: upper jaw (0-3, 13-16), nose (27-35), eye corners.
 RIGID = (0, 1, 2, 3, 13, 14, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
