@@ -44,6 +44,7 @@ from stages.ingest import portrait_source
 from stages.lipsync import audio_envelope, best_lag
 from stages.media import decode_audio, first_stream, iter_video_frames, probe
 from stages.qc_rules import csim_limits, judge
+from stages.script_text import wer_trusted
 
 
 #: Columns of the align stage that QC judges (the script check of :mod:`stages.qc_rules`).
@@ -104,12 +105,9 @@ class QCStage(Stage):
         lufs_target = self.cfg.lufs_target if self.cfg.lufs_target is not None \
             else self.config.mux.loudness_lufs
         script = {k: row.get(k) for k in SCRIPT_COLUMNS}
-        backend = row.get("align_backend")
-        wer_trusted = backend == "whisperx" or (
-            backend == "pocketsphinx" and self.config.align.pocketsphinx_wer_in_flag)
+        trusted = wer_trusted(row.get("align_backend"), self.config.align.pocketsphinx_wer_in_flag)
         status, reasons = judge({**metrics, **script}, self.cfg,
-                                fps=expected_fps, lufs_target=lufs_target,
-                                wer_trusted=wer_trusted)
+                                fps=expected_fps, lufs_target=lufs_target, wer_trusted=trusted)
         metrics["qc_status"], metrics["qc_reasons"] = status, reasons
         curves_path = qc_dir / f"{clip_id}.json"
         _write_json(curves_path, {"clip_id": clip_id, "fps": fps,
