@@ -232,8 +232,10 @@ def _reason_cell(row: pd.Series, result: str) -> str:
     raw = str(_value(row, "qc_reasons") or "")
     items = "".join(f"<li title='{html.escape(r.raw)}'><span class='lvl {r.level}'>{r.level}</span>"
                     f"{html.escape(r.sentence)}</li>" for r in reason_sentences(raw))
-    return (f"<td class='reason' data-v='{html.escape(raw)}'>"
-            + (f"<ul>{items}</ul>" if items else "") + "</td>")
+    if not items:
+        items = "<li class='quiet'>" + {"ok": "All checks passed.", "unchecked": "Not checked "
+                                        "by QC."}.get(result, "") + "</li>"
+    return f"<td class='reason' data-v='{html.escape(raw)}'><ul>{items}</ul></td>"
 
 
 def _metric_td(value: Any, fmt: str | None) -> str:

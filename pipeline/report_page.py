@@ -27,7 +27,7 @@ tr.failed td{background:#fde8e8}tr.fail td{background:#fff0e0}tr.warn td{backgro
 video{background:#000;display:block}
 .thumbs{white-space:nowrap}.thumbs img{height:56px;margin-right:2px}.thumbs img.pair{height:96px}
 th.reason{min-width:220px}td.reason{max-width:380px;font-size:12px}td.reason ul{margin:0;padding-left:0;list-style:none}
-td.reason li{margin-bottom:3px}
+td.reason li{margin-bottom:3px}td.reason li.quiet{color:#777}
 .lvl{display:inline-block;font-size:10px;font-weight:700;text-transform:uppercase;padding:0 4px;
  border-radius:3px;margin-right:4px;color:#fff;background:#b8860b}.lvl.fail{background:#c0392b}
 .plots img{margin:4px;border:1px solid #ddd}

@@ -124,6 +124,10 @@ def test_report_is_self_contained(fake_out):
     assert text.count("preload='none'") == 2
     assert "<script>alert(1)</script>" not in text and "&lt;script&gt;alert(1)" in text
     assert "alt='identity curve bob_warn'" in text
+    assert re.search(r"data-clip='alice_ok'.*<li class='quiet'>All checks passed.</li>", text)
+    assert re.search(r"data-clip='bob_warn'.*<li title='identity: csim_mean 0.930 &lt; 0.950 "
+                     r"\[dlib-resnet128\] \(warn\)'><span class='lvl warn'>warn</span>The face "
+                     r"looks less like the portrait than it should", text)
     assert "id='hist-csim_mean'" in text and "id='hist-sync_corr'" in text
 
 
