@@ -75,11 +75,13 @@ def lead_sentence(outcomes: list[str]) -> str:
 
 # --------------------------------------------------------------------------- facts
 def _rendered(rows: list[dict], run: dict[str, Any]) -> str:
-    done = run.get("rendered_this_run")
+    """How many clips this run made and how many it kept from earlier runs (``status`` ok /
+    skipped; ``run.json``'s ``rendered_this_run`` also counts the rows that failed)."""
+    made = sum(r.get("status") == "ok" for r in rows)
     kept = sum(r.get("status") == "skipped" for r in rows)
-    if done is None:
-        return ""
-    text = f"{plural(int(done), 'clip')} rendered in this run"
+    if isinstance(run.get("rendered_this_run"), int):
+        made = min(made, run["rendered_this_run"])
+    text = f"{plural(made, 'clip')} rendered in this run"
     if kept:
         text += f"; {plural(kept, 'clip')} already done in an earlier run and kept"
     return html.escape(text + ".")
@@ -97,10 +99,13 @@ def _timing(rows: list[dict], run: dict[str, Any]) -> str:
         slowest, top = max(per_clip, key=lambda p: p[1])
         stage = max((c for c in slowest if c.startswith("t_") and _num(slowest[c])),
                     key=lambda c: _num(slowest[c]))
-        text.append(f"A clip took {duration_words(median(seconds))} of processing "
-                    f"(median of {plural(len(seconds), 'delivered clip')}); the longest, "
-                    f"{slowest.get('clip_id')}, {duration_words(top)}, most of it "
-                    f"{STAGES.get(stage[2:], stage[2:])} ({duration_words(_num(slowest[stage]))}).")
+        most = f"most of it {STAGES.get(stage[2:], stage[2:])} ({duration_words(_num(slowest[stage]))})"
+        if len(seconds) == 1:
+            text.append(f"The clip took {duration_words(top)} of processing, {most}.")
+        else:
+            text.append(f"A clip took {duration_words(median(seconds))} of processing (median of "
+                        f"{len(seconds)} delivered clips); the longest, {slowest.get('clip_id')}, "
+                        f"{duration_words(top)}, {most}.")
     return html.escape(" ".join(text))
 
 

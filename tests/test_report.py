@@ -135,6 +135,7 @@ def test_summary_is_in_words_and_keeps_the_raw_record_in_run_json(fake_out):
     text = write_report(fake_out).read_text()
     seen = " ".join(_visible_text(text).split())
     assert LEAD in seen
+    assert "2 clips rendered in this run." in seen  # run.json's 3 counts the failed one too
     assert "The run took 1 min 24 s, on 6 Dec 2026 from 22:14 to 22:15 UTC." in seen
     # per clip: alice 30 s, bob 122 s, most of it fitting the model
     assert ("A clip took 1 min 16 s of processing (median of 2 delivered clips); the longest, "
