@@ -49,10 +49,10 @@ function sortTable(th, desc){
   th.classList.add(desc?'desc':'asc');
 }
 function filterRows(){
-  var show=document.getElementById('show').value, text=document.getElementById('find').value.toLowerCase();
-  var shown=0;
+  var sel=document.getElementById('show'), text=document.getElementById('find').value.toLowerCase();
+  var show=' '+sel.options[sel.selectedIndex].getAttribute('data-outcomes')+' ', shown=0;
   document.querySelectorAll('#clips tbody tr').forEach(function(tr){
-    var ok=(show==='all'||(' '+show+' ').indexOf(' '+tr.getAttribute('data-outcome')+' ')>=0)
+    var ok=(show===' * '||show.indexOf(' '+tr.getAttribute('data-outcome')+' ')>=0)
       &&tr.getAttribute('data-clip').toLowerCase().indexOf(text)>=0;
     tr.hidden=!ok; if(ok) shown++;});
   document.getElementById('shown').textContent=shown+' shown';
@@ -62,21 +62,24 @@ document.addEventListener('DOMContentLoaded',function(){
     th.addEventListener('click',function(){sortTable(th, th.classList.contains('asc'));});});
   var m=/sort=(-?)([A-Za-z0-9_]+)/.exec(location.hash);
   if(m){var th=document.querySelector('#clips th[data-col="'+m[2]+'"]'); if(th) sortTable(th, m[1]==='-');}
-  var s=/show=([a-z_+]+)/.exec(location.hash), sel=document.getElementById('show');
-  if(s&&sel){sel.value=s[1].replace(/\\+/g,' ');}
+  var s=/show=([a-z]+)/.exec(location.hash), sel=document.getElementById('show');
+  if(s&&sel&&sel.querySelector('option[value="'+s[1]+'"]')){sel.value=s[1];}
   if(sel){sel.addEventListener('change',filterRows);document.getElementById('find').addEventListener('input',filterRows);filterRows();}
 });
 """
 
-#: The filter's choices: (value, label); a value lists the row outcomes it shows.
-FILTERS = (("all", "all clips"), ("failed qc_fail warn", "needs a look (failed or warnings)"),
-           ("failed qc_fail", "failed"), ("warn", "with warnings"), ("ok", "ok"),
-           ("pending", "not rendered yet"))
+#: The filter's choices (``report.html#show=NAME``): (name, label, the row outcomes it shows; see
+#: :func:`pipeline.report_summary.outcome`, ``*`` for all).
+FILTERS = (("all", "all clips", "*"),
+           ("attention", "needs a look (failed or warnings)", "failed qc_fail warn"),
+           ("failed", "failed", "failed qc_fail"), ("warn", "with warnings", "warn"),
+           ("ok", "ok", "ok"), ("pending", "not rendered yet", "pending"))
 
 
 def filter_bar() -> str:
     """The clips table's filter: a choice of outcomes and a clip id search box."""
-    options = "".join(f"<option value='{v}'>{html.escape(label)}</option>" for v, label in FILTERS)
+    options = "".join(f"<option value='{name}' data-outcomes='{outcomes}'>{html.escape(label)}"
+                      "</option>" for name, label, outcomes in FILTERS)
     return ("<div class='filters'><label>Show <select id='show'>" + options + "</select></label>"
             "<label>Clip id contains <input id='find' type='search' size='18'></label>"
             "<span id='shown'></span></div>")

@@ -252,11 +252,14 @@ def test_report_renders_in_headless_chromium(fake_out, tmp_path):
     assert "1.13" not in dom.stdout
     assert re.search(r'data-clip="bob_warn".*?>0\.08</td>', dom.stdout, re.S)
 
-    # filtered on load: only the clip with warnings is shown
-    shown = _chromium(["--dump-dom", url + "#show=warn"], tmp_path / "profile")
-    hidden = dict(re.findall(r'<tr class="[^"]*" data-clip="([^"]+)" data-outcome="[^"]+"( hidden)?',
-                             shown.stdout))
-    assert hidden == {"carol_failed": " hidden", "bob_warn": "", "alice_ok": " hidden"}, hidden
+    # filtered on load: only the clips of one outcome are shown; an unknown filter shows all
+    for show, visible in (("warn", {"bob_warn"}), ("failed", {"carol_failed"}),
+                          ("bogus", {"alice_ok", "bob_warn", "carol_failed"})):
+        shown = _chromium(["--dump-dom", f"{url}#show={show}"], tmp_path / "profile").stdout
+        rows = dict(re.findall(r'<tr class="[^"]*" data-clip="([^"]+)" data-outcome="[^"]+"( hidden)?',
+                               shown))
+        assert {c for c, hidden in rows.items() if not hidden} == visible, (show, rows)
+        assert f"{len(visible)} shown" in shown
 
     # the players play under the page's security policy: a copy of the page beside it loads
     # each clip's metadata and writes what it found into the DOM
