@@ -19,12 +19,14 @@ import html
 import io
 import json
 import math
+import numbers
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from pipeline.report_page import filter_bar, page
@@ -115,6 +117,11 @@ def _value(row: pd.Series, col: str) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     return value
+
+
+def _is_number(value: Any) -> bool:
+    """A real number, numpy's included (``numpy.int64`` is no ``int``), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _local_file(value: Any, out_dir: Path, folder: str = "clips") -> Path | None:
@@ -211,7 +218,7 @@ def _player_cell(row: pd.Series, clip: Path | None, out_dir: Path, with_poster: 
         return "<td data-v=''></td>"
     width, height = _value(row, "width"), _value(row, "height")
     size = f" height='{PLAYER_HEIGHT}'"
-    if isinstance(width, (int, float)) and isinstance(height, (int, float)) and height > 0:
+    if _is_number(width) and _is_number(height) and height > 0:
         size += f" width='{round(PLAYER_HEIGHT * width / height)}'"
     poster = _frames(clip, ("middle",), PLAYER_HEIGHT) if with_poster else []
     poster = f" poster='{poster[0]}'" if poster else ""
@@ -239,7 +246,7 @@ def _reason_cell(row: pd.Series, result: str) -> str:
 
 
 def _metric_td(value: Any, fmt: str | None) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and fmt:
+    if _is_number(value) and fmt:
         return f"<td class='num' data-v='{float(value)!r}'>{value:{fmt}}</td>"
     text = html.escape("" if value is None else str(value))
     return f"<td data-v='{text}'>{text}</td>"

@@ -8,7 +8,6 @@ worded from ``results.parquet`` (every clip) and ``run.json`` (the run); the raw
 from __future__ import annotations
 
 import html
-import math
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +17,8 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from pipeline.report_words import STAGES, duration_words, plural, reason_area, reason_sentences
+from pipeline.report_words import (STAGES, finite_number, duration_words, plural, reason_area,
+                                   reason_sentences)
 from stages.script_text import wer_trusted
 
 #: Clip outcomes, in the order the lead sentence names them.
@@ -90,7 +90,7 @@ def _rendered(rows: list[dict], run: dict[str, Any]) -> str:
 def _timing(rows: list[dict], run: dict[str, Any]) -> str:
     text = []
     wall = run.get("wall_time_s")
-    if isinstance(wall, (int, float)):
+    if finite_number(wall) is not None:
         text.append(f"The run took {duration_words(float(wall))}{_when(run)}.")
     per_clip = [(r, _clip_seconds(r)) for r in rows if r.get("status") in DELIVERED]
     per_clip = [(r, s) for r, s in per_clip if s > 0]
@@ -227,8 +227,8 @@ def _ids_list(ids: list[str]) -> str:
 
 # --------------------------------------------------------------------------- values
 def _num(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) else 0.0
+    """A finite number as a float (numpy's included), else 0."""
+    return finite_number(value) or 0.0
 
 
 def _str(value: Any) -> bool:

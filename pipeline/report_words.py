@@ -10,6 +10,7 @@ underscores, so new QC checks never disappear from the page.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +148,7 @@ class TranscriptCell:
 def transcript_cell(row: dict[str, Any], align_cfg: dict[str, Any]) -> TranscriptCell:
     """The script WER of one row, shown only where it is trusted (:func:`wer_trusted`, the rule
     QC judges by); ``align_cfg`` is the run's ``align`` config section (from ``run.json``)."""
-    wer, share = _number(row.get("script_wer")), _number(row.get("script_aligned_share"))
+    wer, share = finite_number(row.get("script_wer")), finite_number(row.get("script_aligned_share"))
     backend = row.get("align_backend") or None
     if wer is None and share is None:
         return TranscriptCell("", None, "no script: nothing to check")
@@ -172,8 +173,9 @@ def transcript_cell(row: dict[str, Any], align_cfg: dict[str, Any]) -> Transcrip
         "align.pocketsphinx_wer_in_flag=true for clean read human speech." + aligned))
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def finite_number(value: Any) -> float | None:
+    """A finite real number (numpy's included) as a float, else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     return float(value) if math.isfinite(value) else None
 

@@ -121,7 +121,7 @@ def test_report_is_self_contained(fake_out):
     players = re.findall(r"<video [^>]*src='([^']+)'", text)
     assert players == ["clips/bob_warn.mp4", "clips/alice_ok.mp4"]
     assert "<track kind='subtitles' label='subtitles' src='clips/alice_ok.vtt'>" in text
-    assert text.count("preload='none'") == 2
+    assert text.count("<video controls preload='none' height='144' width='144' poster='data:image/jpeg") == 2
     assert "<script>alert(1)</script>" not in text and "&lt;script&gt;alert(1)" in text
     assert "alt='identity curve bob_warn'" in text
     assert re.search(r"data-clip='alice_ok'.*<li class='quiet'>All checks passed.</li>", text)
