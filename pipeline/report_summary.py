@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -17,12 +17,11 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from pipeline.report_words import (STAGES, finite_number, duration_words, plural, reason_area,
-                                   reason_sentences)
+from pipeline.report_words import (STAGES, duration_words, finite_number, full_stop, plural,
+                                   reason_area, reason_sentences)
 from stages.script_text import wer_trusted
 
-#: Clip outcomes, in the order the lead sentence names them.
-OUTCOMES = ("ok", "warn", "qc_fail", "failed", "pending", "unchecked")
+#: Row statuses of a delivered clip (rendered in this run, or kept from an earlier one).
 DELIVERED = ("ok", "skipped")
 _MAX_IDS = 5
 
@@ -49,7 +48,9 @@ def summary_html(df: pd.DataFrame, run: dict[str, Any], out_dir: Path) -> str:
             f"{html.escape(lead_sentence(outcomes))}</p><ul class='facts' id='summary-facts'>"
             f"{items}</ul>")
     if problems:
-        body += ("<h3>What failed and why</h3><ul class='problems' id='summary-problems'>"
+        title = ("What failed and why" if {"failed", "qc_fail"} & set(outcomes) or run.get("error")
+                 else "What to check")
+        body += (f"<h3>{title}</h3><ul class='problems' id='summary-problems'>"
                  + "".join(f"<li>{p}</li>" for p in problems) + "</ul>")
     return body
 
@@ -62,8 +63,7 @@ def lead_sentence(outcomes: list[str]) -> str:
     failed = n["failed"] + n["qc_fail"]
     parts = [f"{n['ok']} ok", f"{n['warn']} with warnings", f"{failed} failed"]
     if failed:
-        why = [plural(n["failed"], "could not be rendered", "could not be rendered")
-               if n["failed"] else "",
+        why = [f"{n['failed']} could not be rendered" if n["failed"] else "",
                f"{n['qc_fail']} rendered but failed quality control" if n["qc_fail"] else ""]
         parts[-1] += f" ({', '.join(w for w in why if w)})"
     if n["pending"]:
@@ -111,10 +111,11 @@ def _timing(rows: list[dict], run: dict[str, Any]) -> str:
 
 def _when(run: dict[str, Any]) -> str:
     try:
-        start = datetime.fromisoformat(str(run["started"]))
-        end = datetime.fromisoformat(str(run["finished"]))
+        start, end = (datetime.fromisoformat(str(run[k])) for k in ("started", "finished"))
     except (KeyError, ValueError):
         return ""
+    if start.tzinfo and end.tzinfo:  # run.py writes UTC; say UTC whatever the offset written
+        start, end = start.astimezone(timezone.utc), end.astimezone(timezone.utc)
     day = f"{start.day} {start:%b %Y}"
     if start.date() == end.date():
         return f", on {day} from {start:%H:%M} to {end:%H:%M} UTC"
@@ -178,46 +179,65 @@ def _outputs(run: dict[str, Any], out_dir: Path) -> str:
 
 # --------------------------------------------------------------------------- problems
 def _problems(rows: list[dict], outcomes: list[str], run: dict[str, Any]) -> list[str]:
-    """Sentences: render failures grouped by stage and type, QC failures and warnings grouped by
-    area, a run stopped by a systemic fault."""
-    out = []
+    """Sentences (HTML-escaped): clips that could not be rendered, grouped by the step and error
+    type; clips that failed QC or have warnings, grouped by what was flagged; a stopped run."""
+    return [html.escape(p) for p in (
+        *_render_failures([r for r, o in zip(rows, outcomes) if o == "failed"]),
+        _flagged([r for r, o in zip(rows, outcomes) if o == "qc_fail"], "fail"),
+        _flagged([r for r, o in zip(rows, outcomes) if o == "warn"], "warn"),
+        _stopped(run, outcomes.count("pending"))) if p]
+
+
+def _render_failures(failed: list[dict]) -> list[str]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r, o in zip(rows, outcomes):
-        if o == "failed":
-            groups[(r.get("error_stage"), r.get("error_type"))].append(r)
+    for r in failed:
+        groups[(r.get("error_stage"), r.get("error_type"))].append(r)
+    out = []
     for (stage, _), group in sorted(groups.items(), key=lambda g: -len(g[1])):
-        messages = {str(r.get("error_message") or "") for r in group}
-        example = str(group[0].get("error_message") or "no message")
-        lead = "" if len(messages) == 1 else "for example, "
-        out.append(html.escape(
-            f"{plural(len(group), 'clip')} could not be rendered: "
-            f"{'it' if len(group) == 1 else 'they'} failed at {STAGES.get(stage, stage or 'an unknown step')} "
-            f"({_ids(group)}). Why: {lead}{example}"))
-    for level, label in (("qc_fail", "failed quality control"), ("warn", "have warnings")):
-        flagged = [r for r, o in zip(rows, outcomes) if o == level]
-        if not flagged:
-            continue
-        areas: dict[str, list[str]] = defaultdict(list)
-        for r in flagged:
-            for area in dict.fromkeys(reason_area(x) for x in reason_sentences(r.get("qc_reasons"))
-                                      if level == "warn" or x.level == "fail"):
-                areas[area].append(str(r.get("clip_id")))
-        what = "; ".join(f"{area.lower()} in {_ids_list(ids)}"
-                         for area, ids in sorted(areas.items(), key=lambda a: -len(a[1])))
-        verb = label if len(flagged) > 1 else label.replace("have", "has")
-        out.append(html.escape(f"{plural(len(flagged), 'clip')} {verb}: {what or 'see the table'}. "
-                               "The table below says why, clip by clip."))
-    if run.get("error"):
-        pending = outcomes.count("pending")
-        out.append(html.escape(
-            f"The run stopped early because of a fault that is not about one clip: {run['error']}. "
-            + (f"{plural(pending, 'clip')} {'was' if pending == 1 else 'were'} not rendered; " if pending else "")
-            + "fix the fault and run the same command again: finished clips are kept."))
+        several = len({str(r.get("error_message") or "") for r in group}) > 1
+        why = full_stop(str(group[0].get("error_message") or "no message"))
+        out.append(f"{plural(len(group), 'clip')} could not be rendered: "
+                   f"{'it' if len(group) == 1 else 'they'} failed at "
+                   f"{STAGES.get(stage, stage or 'an unknown step')} ({_ids(group)}). "
+                   f"Why: {'for example, ' if several else ''}{why}")
     return out
+
+
+def _flagged(rows: list[dict], level: str) -> str:
+    """``2 clips have warnings: likeness in 2 clips (a, b); sound level in b.`` For clips that
+    failed QC, only the failing checks are named."""
+    if not rows:
+        return ""
+    areas: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        reasons = [x for x in reason_sentences(r.get("qc_reasons")) if level == "warn" or x.level == "fail"]
+        for area in dict.fromkeys(reason_area(x) for x in reasons):
+            areas[area].append(str(r.get("clip_id")))
+    what = "; ".join(f"{area.lower()} in {_clips(ids)}"
+                     for area, ids in sorted(areas.items(), key=lambda a: -len(a[1])))
+    verb = {"fail": "failed quality control", "warn": "have warnings" if len(rows) > 1 else
+            "has warnings"}[level]
+    return (f"{plural(len(rows), 'clip')} {verb}: {what or 'see the table'}. "
+            "The table below says why, clip by clip.")
+
+
+def _stopped(run: dict[str, Any], pending: int) -> str:
+    if not run.get("error"):
+        return ""
+    left = f"{plural(pending, 'clip')} {'was' if pending == 1 else 'were'} not rendered; " \
+        if pending else ""
+    return (f"The run stopped early because of a fault that is not about one clip: "
+            f"{run['error']}. {left}fix the fault and run the same command again: finished clips "
+            "are kept.")
 
 
 def _ids(group: list[dict]) -> str:
     return _ids_list([str(r.get("clip_id")) for r in group])
+
+
+def _clips(ids: list[str]) -> str:
+    """``b`` or ``7 clips (c0, c1, c2, c3, c4 and 2 more)``."""
+    return ids[0] if len(ids) == 1 else f"{len(ids)} clips ({_ids_list(ids)})"
 
 
 def _ids_list(ids: list[str]) -> str:

@@ -117,9 +117,9 @@ def _sentence(text: str) -> str:
                 f"± {m['tol']} LUFS.")
     area, _, rest = text.partition(": ")
     if not rest:
-        return _full_stop(humanise(text).capitalize())
+        return full_stop(humanise(text).capitalize())
     rest = rest.replace("+-", "±")
-    return _full_stop(f"{AREAS.get(area, area.capitalize())}: {humanise(rest)}")
+    return full_stop(f"{AREAS.get(area, area.capitalize())}: {humanise(rest)}")
 
 
 def humanise(text: str) -> str:
@@ -130,7 +130,8 @@ def humanise(text: str) -> str:
     return _SNAKE.sub(word, text)
 
 
-def _full_stop(text: str) -> str:
+def full_stop(text: str) -> str:
+    """The text ending in a full stop (or the ``!`` / ``?`` it has)."""
     return text if text.endswith((".", "!", "?")) else text + "."
 
 

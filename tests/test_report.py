@@ -155,6 +155,35 @@ def test_summary_is_in_words_and_keeps_the_raw_record_in_run_json(fake_out):
         assert raw not in seen
 
 
+def test_summary_says_what_failed_qc_and_why_a_run_stopped(tmp_path):
+    from pipeline.report_summary import summary_html
+
+    rows = pd.DataFrame([
+        {"clip_id": "a", "status": "ok", "qc_status": "pass", "qc_reasons": ""},
+        {"clip_id": "b", "status": "skipped", "qc_status": "fail",
+         "qc_reasons": "loudness: the audio is silent (-70.0 LUFS) (fail); "
+                       "identity: csim_min 0.900 < 0.910 [dlib-resnet128] (warn)"},
+        {"clip_id": "c", "status": "pending"}, {"clip_id": "d", "status": "pending"}])
+    run = {**_run_json(), "error": "RayActorError: the render actor died (out of memory)"}
+    seen = " ".join(_visible_text(summary_html(rows, run, tmp_path)).split())
+    assert ("4 clips: 1 ok, 0 with warnings, 1 failed (1 rendered but failed quality control), "
+            "2 not rendered yet.") in seen
+    assert "What failed and why" in seen
+    assert "1 clip failed quality control: sound level in b." in seen  # the warning is not why
+    assert ("The run stopped early because of a fault that is not about one clip: RayActorError: "
+            "the render actor died (out of memory). 2 clips were not rendered; fix the fault and "
+            "run the same command again: finished clips are kept.") in seen
+    warned = rows.assign(qc_status=["pass", "warn", "pass", "pass"], status="ok")
+    seen = " ".join(_visible_text(summary_html(warned, _run_json(), tmp_path)).split())
+    assert "What to check" in seen and "What failed" not in seen
+    assert "1 clip has warnings: sound level in b; likeness in b." in seen
+    many = pd.DataFrame([{"clip_id": f"c{i}", "status": "ok", "qc_status": "warn",
+                          "qc_reasons": "loudness: -20.3 LUFS (target -16 +-1) (warn)"}
+                         for i in range(7)])
+    seen = " ".join(_visible_text(summary_html(many, _run_json(), tmp_path)).split())
+    assert "7 clips have warnings: sound level in 7 clips (c0, c1, c2, c3, c4 and 2 more)." in seen
+
+
 def test_qc_reasons_read_as_sentences_for_what_the_qc_rules_write():
     from pipeline.config import QCConfig
     from stages.qc_rules import judge
