@@ -153,16 +153,17 @@ def transcript_cell(row: dict[str, Any], align_cfg: dict[str, Any]) -> Transcrip
     backend = row.get("align_backend") or None
     if wer is None and share is None:
         return TranscriptCell("", None, "no script: nothing to check")
+    enough = share is not None and share >= float(align_cfg.get("min_aligned_share", 0.5))
     aligned = "" if share is None else (
         f" Forced alignment placed {share:.0%} of the script's words "
-        f"({'the audio says the script' if share >= float(align_cfg.get('min_aligned_share', 0.5)) else 'too few: QC flags the clip'}).")
+        f"({'the audio says the script' if enough else 'too few: the audio may not say the script'}).")
     if wer is None:
         why = ("no speech recogniser ran (align.asr_check is off)" if backend == "pocketsphinx"
                else "no transcript was made")
         return TranscriptCell("not checked", None, f"Not checked: {why}.{aligned}")
     if wer_trusted(backend, bool(align_cfg.get("pocketsphinx_wer_in_flag", False))):
         heard = row.get("script_transcript")
-        heard = f" Heard: \u201c{heard}\u201d." if heard else ""
+        heard = f" Heard: \u201c{heard}\u201d." if isinstance(heard, str) and heard else ""
         return TranscriptCell(f"{wer:.2f}", wer, f"Word error rate of {backend}'s transcript "
                               f"against the script (0 = every word heard).{heard}{aligned}")
     return TranscriptCell("not checked", None, (
