@@ -186,13 +186,13 @@ def _clip_table(df: pd.DataFrame, out_dir: Path, max_thumbnails: int,
     for i, ((_, row), result) in enumerate(zip(df.iterrows(), _outcomes(df))):
         clip_id = html.escape(str(_value(row, "clip_id") or ""))
         clip = _local_file(_value(row, "output_path"), out_dir)
-        with_pictures = clip is not None and i < max_thumbnails
-        status, qc = (str(_value(row, c) or "") for c in ("status", "qc_status"))
-        cells = [_name_cell(row, clip, out_dir), _player_cell(row, clip, out_dir, with_pictures),
-                 f"<td class='thumbs'>{_thumbs(row, clip, with_pictures)}</td>",
-                 f"<td data-v='{html.escape(status)}' title='{html.escape(STATUS_HELP.get(status, ''))}'>"
+        pictures = _pictures(clip) if clip is not None and i < max_thumbnails else {}
+        status, qc = (html.escape(str(_value(row, c) or "")) for c in ("status", "qc_status"))
+        cells = [_name_cell(row, clip, out_dir), _player_cell(row, clip, out_dir, pictures),
+                 f"<td class='thumbs'>{_thumbs(row, pictures, out_dir)}</td>",
+                 f"<td data-v='{status}' title='{html.escape(STATUS_HELP.get(status, ''))}'>"
                  f"{html.escape(STATUS_WORDS.get(status, status))}</td>",
-                 f"<td data-v='{html.escape(qc)}'>{html.escape(qc)}</td>", _reason_cell(row, result)]
+                 f"<td data-v='{qc}'>{qc}</td>", _reason_cell(row, result)]
         for col, _, fmt, _ in cols:
             cells.append(_transcript_td(row, align_cfg) if col == "script_wer"
                          else _metric_td(_value(row, col), fmt))
@@ -211,7 +211,7 @@ def _name_cell(row: pd.Series, clip: Path | None, out_dir: Path) -> str:
     return f"<td data-v='{name}'>{link}</td>"
 
 
-def _player_cell(row: pd.Series, clip: Path | None, out_dir: Path, with_poster: bool) -> str:
+def _player_cell(row: pd.Series, clip: Path | None, out_dir: Path, pictures: dict[str, str]) -> str:
     """A ``<video>`` of the clip by its relative path: ``preload="none"`` (nothing is read until
     it plays), a poster cut from its middle frame, and its WebVTT subtitles as a track."""
     if clip is None:
@@ -220,8 +220,7 @@ def _player_cell(row: pd.Series, clip: Path | None, out_dir: Path, with_poster: 
     size = f" height='{PLAYER_HEIGHT}'"
     if _is_number(width) and _is_number(height) and height > 0:
         size += f" width='{round(PLAYER_HEIGHT * width / height)}'"
-    poster = _frames(clip, ("middle",), PLAYER_HEIGHT) if with_poster else []
-    poster = f" poster='{poster[0]}'" if poster else ""
+    poster = f" poster='{pictures['poster']}'" if pictures.get("poster") else ""
     vtt = _local_file(_value(row, "subtitles_vtt"), out_dir)
     track = (f"<track kind='subtitles' label='subtitles' src='{_href(vtt, out_dir)}'>"
              if vtt else "")
@@ -260,36 +259,39 @@ def _transcript_td(row: pd.Series, align_cfg: dict[str, Any]) -> str:
             f"{html.escape(cell.text)}</td>")
 
 
-def _thumbs(row: pd.Series, clip: Path | None, with_pictures: bool) -> str:
-    if not with_pictures:
+def _thumbs(row: pd.Series, pictures: dict[str, str], out_dir: Path) -> str:
+    if not pictures:
         return ""
-    imgs = "".join(f"<img alt='frame {k}' src='{src}'>" for k, src in zip(
-        ("first", "middle", "last"), _frames(clip, ("first", "middle", "last"), 72)))
-    pair = _value(row, "dub_thumbnail")
-    if pair and Path(str(pair)).is_file():
-        data = base64.b64encode(Path(str(pair)).read_bytes()).decode()
+    imgs = "".join(f"<img alt='frame {k}' src='{pictures[k]}'>" for k in ("first", "middle", "last")
+                   if k in pictures)
+    pair = _local_file(_value(row, "dub_thumbnail"), out_dir, "qc")
+    if pair:
+        data = base64.b64encode(pair.read_bytes()).decode()
         imgs += (f"<br><img class='pair' alt='footage / dub' title='footage (left), dub (right)' "
                  f"src='data:image/jpeg;base64,{data}'>")
     return imgs
 
 
-def _frames(clip: Path, where: tuple[str, ...], height: int) -> list[str]:
-    """JPEG data URIs of the clip's ``first`` / ``middle`` / ``last`` frames, ``height`` pixels
-    high (empty on any decoding problem)."""
+def _pictures(clip: Path, thumb_height: int = 72) -> dict[str, str]:
+    """JPEG data URIs cut from the clip: ``first`` / ``middle`` / ``last`` frame thumbnails and
+    the player's ``poster`` (the middle frame, :data:`PLAYER_HEIGHT` high); those that could not
+    be decoded are missing."""
     try:
         duration = media_duration(probe(clip), "video")
     except ValueError:
-        return []
-    times = {"first": 0.0, "middle": duration / 2, "last": max(0.0, duration - 0.08)}
+        return {}
+    middle = duration / 2
+    cuts = {"first": (0.0, thumb_height), "middle": (middle, thumb_height),
+            "last": (max(0.0, duration - 0.08), thumb_height), "poster": (middle, PLAYER_HEIGHT)}
     ffmpeg, _ = require_ffmpeg()
-    out = []
-    for t in (times[w] for w in where):
+    out = {}
+    for name, (t, height) in cuts.items():
         argv = [ffmpeg, "-nostdin", "-v", "error", "-ss", f"{t:.3f}", *input_args(clip),
                 "-frames:v", "1", "-vf", f"scale=-2:{height}", "-q:v", "6",
                 "-f", "image2pipe", "-c:v", "mjpeg", "pipe:1"]
         proc = subprocess.run(argv, capture_output=True, check=False)
         if proc.returncode == 0 and proc.stdout:
-            out.append("data:image/jpeg;base64," + base64.b64encode(proc.stdout).decode())
+            out[name] = "data:image/jpeg;base64," + base64.b64encode(proc.stdout).decode()
     return out
 
 
