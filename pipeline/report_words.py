@@ -20,16 +20,26 @@ from stages.script_text import wer_trusted
 #: QC areas (the text before the first ``:``) in words.
 AREAS = {
     "identity": "Likeness", "identity drift": "Likeness", "face": "Face", "sync": "Lip sync",
-    "syncnet": "Lip sync (SyncNet)", "duration": "Length", "delivery": "File", "format": "Format",
-    "loudness": "Sound level", "script": "Script", "subtitles": "Subtitles", "dub": "Dub",
+    "lip jitter": "Lip sync", "syncnet": "Lip sync (SyncNet)", "duration": "Length",
+    "delivery": "File", "format": "Format", "loudness": "Sound level", "script": "Script",
+    "subtitles": "Subtitles", "dub": "Dub",
 }
 
-#: Metric -> (what it means when the check trips, the figure's name).
+#: Metric -> (what it means when its check trips, the figure's name). Where QC writes its own
+#: explanation in brackets after a comparison (``sync: mouth_motion 0.003 < 0.005 (the mouth does
+#: not move)``), that explanation leads the sentence instead, unless the metric is in
+#: :data:`OWN_WORDS` (whose notes say no more than the phrase here).
 METRICS = {
     "csim_mean": ("The face looks less like the portrait than it should", "likeness"),
     "csim_min": ("In some frames the face looks less like the portrait", "lowest likeness"),
     "face_presence": ("The face is not found in every frame", "share of frames with the face"),
     "mouth_motion": ("The mouth hardly moves", "mouth movement"),
+    "mouth_motion_speech": ("The mouth hardly moves while the speech plays",
+                            "mouth movement in speech"),
+    "mouth_motion_pause": ("The mouth moves through the pauses in the speech",
+                           "mouth movement in pauses"),
+    "phone_corr": ("The mouth does not follow the speech sounds", "agreement with the phones"),
+    "bilabial_closure": ("The lips do not close on P, B and M", "lip gap on P/B/M"),
     "sync_corr": ("The mouth follows the speech only loosely", "sync score"),
     "sync_lag_frames": ("The mouth seems out of step with the speech", "offset in frames"),
     "lse_c": ("SyncNet is not confident that the lips match the speech", "SyncNet confidence"),
@@ -41,6 +51,8 @@ METRICS = {
                         "turned away)", "dubbed share"),
     "outside_psnr_min": ("The picture outside the mouth changed", "match outside the mouth, dB"),
 }
+#: Metrics whose QC note repeats the phrase in :data:`METRICS`: the phrase is used.
+OWN_WORDS = {"dubbed_fraction", "outside_psnr_min"}
 
 #: Delivery format keys in words.
 FORMAT_KEYS = {"vcodec": "video codec", "pix_fmt": "pixel format", "acodec": "audio codec",
@@ -103,7 +115,12 @@ def reason_area(reason: Reason) -> str:
 def _sentence(text: str) -> str:
     m = _COMPARE.match(text)
     if m and m["key"].strip("|") in METRICS:
-        meaning, name = METRICS[m["key"].strip("|")]
+        key = m["key"].strip("|")
+        meaning, name = METRICS[key]
+        note = re.sub(r"^\s*\[[^\]]*\]", "", m["note"]).strip()  # the embedder's [name]
+        if note.startswith("(") and note.endswith(")") and key not in OWN_WORDS:
+            meaning = humanise(note[1:-1]).replace("+-", "±")
+            meaning = meaning[:1].upper() + meaning[1:]
         bound = "at least" if m["op"] == "<" else "at most"
         return f"{meaning} ({name} {m['value']}, expected {bound} {m['limit']})."
     if m := _DRIFT.match(text):

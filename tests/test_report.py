@@ -209,6 +209,17 @@ def test_qc_reasons_read_as_sentences_for_what_the_qc_rules_write():
     assert "The sound level is -30.0 LUFS; the target is -16 ± 1 LUFS." in sentences
     assert "The likeness fades during the clip (it falls by 0.0100 per second)." in sentences
     assert "The mouth seems out of step with the speech (offset in frames 5, expected at most 2)." in sentences
+    # QC's own explanation leads, in the formats of the lip-sync checks
+    assert [r.sentence for r in reason_sentences(
+        "sync: mouth_motion 0.003 < 0.005 (the mouth does not move) (fail); "
+        "sync: phone_corr 0.10 < 0.20 (the mouth does not follow the phones of 3.0 s of aligned "
+        "speech) (warn); lip jitter: the mouth moves through 2.1 s of pauses in the speech "
+        "(mouth_motion_pause 0.030 > 0.020, 1.50 x its motion in speech > 0.80) (warn)")] == [
+        "The mouth does not move (mouth movement 0.003, expected at least 0.005).",
+        "The mouth does not follow the phones of 3.0 s of aligned speech (agreement with the "
+        "phones 0.10, expected at least 0.20).",
+        "Lip sync: the mouth moves through 2.1 s of pauses in the speech (mouth movement in "
+        "pauses 0.030 > 0.020, 1.50 x its motion in speech > 0.80)."]
     # a reason this module does not know is kept, in words
     unknown = reason_sentences("sync: the mouth moves through 2 pauses_over_limit (warn)")
     assert unknown[0].sentence == "Lip sync: the mouth moves through 2 pauses over limit."
