@@ -109,7 +109,7 @@ def reason_sentences(qc_reasons: str | None) -> list[Reason]:
 def reason_area(reason: Reason) -> str:
     """The area of a reason in words (``Likeness``, ``Sound level``...), for the summary."""
     area = reason.raw.split(":", 1)[0].strip() if ":" in reason.raw else ""
-    return AREAS.get(area, humanise(area).capitalize() or "Other")
+    return AREAS.get(area, capital(humanise(area)) or "Other")
 
 
 def _sentence(text: str) -> str:
@@ -119,8 +119,7 @@ def _sentence(text: str) -> str:
         meaning, name = METRICS[key]
         note = re.sub(r"^\s*\[[^\]]*\]", "", m["note"]).strip()  # the embedder's [name]
         if note.startswith("(") and note.endswith(")") and key not in OWN_WORDS:
-            meaning = humanise(note[1:-1]).replace("+-", "±")
-            meaning = meaning[:1].upper() + meaning[1:]
+            meaning = capital(humanise(note[1:-1]).replace("+-", "±"))
         bound = "at least" if m["op"] == "<" else "at most"
         return f"{meaning} ({name} {m['value']}, expected {bound} {m['limit']})."
     if m := _DRIFT.match(text):
@@ -134,9 +133,9 @@ def _sentence(text: str) -> str:
                 f"± {m['tol']} LUFS.")
     area, _, rest = text.partition(": ")
     if not rest:
-        return full_stop(humanise(text).capitalize())
+        return full_stop(capital(humanise(text)))
     rest = rest.replace("+-", "±")
-    return full_stop(f"{AREAS.get(area, area.capitalize())}: {humanise(rest)}")
+    return full_stop(f"{AREAS.get(area, capital(area))}: {humanise(rest)}")
 
 
 def humanise(text: str) -> str:
@@ -145,6 +144,11 @@ def humanise(text: str) -> str:
         key = m.group(0)
         return METRICS[key][1] if key in METRICS else key.replace("_", " ")
     return _SNAKE.sub(word, text)
+
+
+def capital(text: str) -> str:
+    """The text with its first letter upper-case, the rest as written (``P/B/M`` stays)."""
+    return text[:1].upper() + text[1:]
 
 
 def full_stop(text: str) -> str:

@@ -220,6 +220,9 @@ def test_qc_reasons_read_as_sentences_for_what_the_qc_rules_write():
         "phones 0.10, expected at least 0.20).",
         "Lip sync: the mouth moves through 2.1 s of pauses in the speech (mouth movement in "
         "pauses 0.030 > 0.020, 1.50 x its motion in speech > 0.80)."]
+    assert reason_sentences("sync: bilabial_closure 0.80 > 0.50 (the lips stay apart on 5 P/B/M "
+                            "sounds) (warn)")[0].sentence == (
+        "The lips stay apart on 5 P/B/M sounds (lip gap on P/B/M 0.80, expected at most 0.50).")
     # a reason this module does not know is kept, in words
     unknown = reason_sentences("sync: the mouth moves through 2 pauses_over_limit (warn)")
     assert unknown[0].sentence == "Lip sync: the mouth moves through 2 pauses over limit."
