@@ -101,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     from fixtalk.footage_fit import fit_footage
     from pipeline.config import load_config
     from stages.face.alignment import transform_points, warp_to_crop
-    from stages.face_crop import make_finder
     from stages.face.track import FaceTracker
-    from stages.media.footage import cached_track, read_frame
+    from stages.face_crop import make_finder
     from stages.media.av import decode_audio, video_to_frames
-    from stages.rendering.runtime import load_runtime
+    from stages.media.footage import cached_track, read_frame
     from stages.rendering.presenter_fit import footage_segments
+    from stages.rendering.runtime import load_runtime
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300)

@@ -12,22 +12,22 @@ from typing import Any, get_type_hints
 import yaml
 
 from stages.config import (  # noqa: F401 - re-exported
-    Resources,
-    IngestConfig,
-    FaceCropConfig,
-    MotionConfig,
-    ModelSection,
-    RenderConfig,
     AdaptSection,
-    FaceTrackConfig,
+    AlignConfig,
     DubConfig,
+    FaceCropConfig,
+    FaceTrackConfig,
+    IngestConfig,
+    ModelSection,
+    MotionConfig,
     MuxConfig,
+    PipelineConfig,
     ProvenanceConfig,
     QCConfig,
-    SpeechConfig,
-    AlignConfig,
+    RenderConfig,
+    Resources,
     RunConfig,
-    PipelineConfig,
+    SpeechConfig,
 )
 
 

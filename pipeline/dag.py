@@ -14,7 +14,6 @@ Rows carry paths and small metadata only; frames never enter Ray. Per-clip probl
 """
 from __future__ import annotations
 
-
 import importlib
 import logging
 from dataclasses import dataclass

@@ -1,11 +1,16 @@
-"""``OUT/report.html``: one self-contained page to audit a run.
+"""``OUT/report.html``: one self-contained page to look through a run, for producers and engineers.
 
-The page needs no network: CSS and JS are inline, pictures are ``data:`` URIs (histograms as PNG
-from matplotlib, frame thumbnails as small JPEGs cut by ffmpeg), and clips are linked by paths
-relative to ``OUT`` (with their SRT subtitles). It holds the run summary (``run.json`` + counts
-from ``results.parquet``), histograms of CSIM and sync, the table of clips (failed and QC-failing
-first, sortable by clicking a header, or on load with ``report.html#sort=COLUMN`` /
-``#sort=-COLUMN``), the error of every failed row and the identity curves of flagged clips.
+The page needs no network: CSS and JS are inline (:mod:`pipeline.report_page`), pictures are
+``data:`` URIs (histograms as PNG from matplotlib, frame thumbnails and posters as small JPEGs cut
+by ffmpeg), and each clip plays in the page from a path relative to ``OUT`` (``<video
+preload="none">`` with a poster, so a page of a thousand clips loads nothing until asked), with
+its subtitles. It holds the run summary in sentences (:mod:`pipeline.report_summary`; the raw
+record stays in ``run.json``, linked), histograms of CSIM and sync, the table of clips (failed and
+QC-failing first; sortable by clicking a header or with ``report.html#sort=COLUMN`` /
+``#sort=-COLUMN``; filtered by outcome or clip id, or with ``#show=warn``), each clip's QC reasons
+in words (:mod:`pipeline.report_words`), the error of every failed row and the identity curves of
+flagged clips. A script WER is shown only where the recogniser is trusted
+(:func:`stages.script_text.wer_trusted`); elsewhere the cell says "not checked" and why.
 """
 from __future__ import annotations
 
@@ -14,85 +19,70 @@ import html
 import io
 import json
 import math
+import numbers
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
+from pipeline.report_page import filter_bar, page
+from pipeline.report_summary import outcome, summary_html
+from pipeline.report_words import (
+    STAGES,
+    STATUS_HELP,
+    STATUS_WORDS,
+    reason_sentences,
+    transcript_cell,
+)
 from stages.media.av import input_args, media_duration, probe, require_ffmpeg
 
-#: Table columns (shown when present): (column, header, number format).
+#: Table columns (shown when present): (column, header, number format, what it means).
 COLUMNS = [
-    ("status", "status", None), ("qc_status", "qc", None), ("csim_mean", "CSIM mean", ".3f"),
-    ("csim_min", "CSIM min", ".3f"), ("csim_slope", "CSIM /s", "+.4f"),
-    ("face_presence", "face", ".2f"), ("sync_corr", "sync r", ".2f"),
-    ("sync_lag_frames", "lag", ".0f"), ("lse_c", "LSE-C", ".2f"), ("lse_d", "LSE-D", ".2f"),
-    ("duration_diff_s", "dur diff s", "+.3f"), ("lufs", "LUFS", ".1f"),
-    ("script_wer", "script WER", ".2f"), ("script_aligned_share", "script aligned", ".2f"),
-    ("dubbed_fraction", "dubbed", ".2f"), ("outside_psnr_min", "outside dB", ".1f"),
+    ("csim_mean", "CSIM mean", ".3f", "likeness of the face to the portrait, 1 = the same face"),
+    ("csim_min", "CSIM min", ".3f", "the least alike sampled frame"),
+    ("csim_slope", "CSIM /s", "+.4f", "how the likeness changes per second (negative: drifts away)"),
+    ("face_presence", "face", ".2f", "share of sampled frames with exactly one face"),
+    ("sync_corr", "sync r", ".2f", "mouth opening against the speech's loudness (coarse)"),
+    ("sync_lag_frames", "lag", ".0f", "frames the picture is late (+) or early (-) on that measure"),
+    ("lse_c", "LSE-C", ".2f", "SyncNet confidence (with SyncNet weights only)"),
+    ("lse_d", "LSE-D", ".2f", "SyncNet distance (with SyncNet weights only)"),
+    ("duration_diff_s", "dur diff s", "+.3f", "video length minus speech length"),
+    ("lufs", "LUFS", ".1f", "loudness"),
+    ("script_wer", "script WER", ".2f", "words heard that differ from the script (0 = all "
+     "heard); only where the recogniser is trusted, see docs/qc.md"),
+    ("script_aligned_share", "script aligned", ".2f", "share of the script's words placed in the "
+     "speech by forced alignment"),
+    ("dubbed_fraction", "dubbed", ".2f", "share of the footage's frames dubbed"),
+    ("outside_psnr_min", "outside dB", ".1f", "dubs: how unchanged the picture outside the mouth is"),
 ]
-_RANK = {"failed": 0, "fail": 1, "warn": 2, "pass": 3}
-
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:20px;color:#222}
-h1{font-size:20px}h2{font-size:16px;margin-top:28px}
-table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 6px;vertical-align:top}
-th{background:#f3f3f3;cursor:pointer;user-select:none;position:sticky;top:0}
-th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.failed td{background:#fde8e8}tr.fail td{background:#fff0e0}tr.warn td{background:#fffbe0}
-.thumbs img{height:56px;margin-right:2px}.thumbs img.pair{height:96px}.reason{max-width:420px;font-size:12px}
-.summary td:first-child{font-weight:600}.plots img{margin:4px;border:1px solid #ddd}
-"""
-
-_JS = """
-function sortTable(th, desc){
-  var table=th.closest('table'), body=table.tBodies[0], idx=Array.prototype.indexOf.call(th.parentNode.children, th);
-  var rows=Array.prototype.slice.call(body.rows);
-  rows.sort(function(a,b){
-    var x=a.cells[idx].getAttribute('data-v'), y=b.cells[idx].getAttribute('data-v');
-    var nx=parseFloat(x), ny=parseFloat(y), r;
-    if(!isNaN(nx)&&!isNaN(ny)) r=nx-ny; else if(isNaN(nx)!==isNaN(ny)) return isNaN(nx)?1:-1;
-    else r=String(x).localeCompare(String(y));
-    return desc?-r:r;});
-  rows.forEach(function(r){body.appendChild(r);});
-  Array.prototype.forEach.call(th.parentNode.children,function(h){h.classList.remove('asc','desc');});
-  th.classList.add(desc?'desc':'asc');
-}
-document.addEventListener('DOMContentLoaded',function(){
-  document.querySelectorAll('#clips th[data-col]').forEach(function(th){
-    th.addEventListener('click',function(){sortTable(th, th.classList.contains('asc'));});});
-  var m=/sort=(-?)([A-Za-z0-9_]+)/.exec(location.hash);
-  if(m){var th=document.querySelector('#clips th[data-col="'+m[2]+'"]'); if(th) sortTable(th, m[1]==='-');}
-});
-"""
+#: Table order: failed first, then QC fail, warn, pass (see :func:`report_summary.outcome`).
+_RANK = {"failed": 0, "qc_fail": 1, "warn": 2, "ok": 3, "unchecked": 4, "pending": 5}
+#: Row CSS class per outcome.
+_ROW_CLASS = {"failed": "failed", "qc_fail": "fail", "warn": "warn", "ok": "pass"}
+#: Height of the clip players and their posters, in CSS pixels.
+PLAYER_HEIGHT = 144
 
 
 def write_report(out_dir: str | Path, *, max_thumbnails: int = 300, max_plots: int = 100) -> Path:
-    """Write ``OUT/report.html`` and return its path. Thumbnails are cut for the first
-    ``max_thumbnails`` clips in table order (failing first); identity plots for up to
+    """Write ``OUT/report.html`` and return its path. Thumbnails and player posters are cut for
+    the first ``max_thumbnails`` clips in table order (failing first); identity plots for up to
     ``max_plots`` flagged clips."""
     out_dir = Path(out_dir)
-    results = _read_results(out_dir)
     run = _read_json(out_dir / "run.json")
-    results = _ordered(results)
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
-        "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; media-src 'self'\">",
-        f"<title>FixTalk run report: {html.escape(out_dir.name)}</title>",
-        f"<style>{_CSS}</style><script>{_JS}</script></head><body>",
-        f"<h1>FixTalk run report <small>{html.escape(str(out_dir))}</small></h1>",
-        _summary(results, run), _histograms(results),
-        _clip_table(results, out_dir, max_thumbnails), _errors(results),
-        _identity_plots(results, out_dir, max_plots), "</body></html>",
-    ]
+    results = _ordered(_read_results(out_dir))
+    align_cfg = (run.get("config") or {}).get("align") or {}
+    text = page(f"FixTalk run report: {out_dir.name}",
+                f"FixTalk run report <small>{html.escape(str(out_dir))}</small>", [
+                    summary_html(results, run, out_dir), _histograms(results),
+                    _clip_table(results, out_dir, max_thumbnails, align_cfg), _errors(results),
+                    _identity_plots(results, out_dir, max_plots)])
     path = out_dir / "report.html"
     tmp = path.with_name(f".report.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -105,18 +95,23 @@ def _read_results(out_dir: Path) -> pd.DataFrame:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        data = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
-        return {"run.json": "unreadable"}
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _outcomes(df: pd.DataFrame) -> list[str]:
+    status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+    qc = df["qc_status"] if "qc_status" in df else pd.Series(None, index=df.index)
+    return [outcome(s if isinstance(s, str) else "ok", q) for s, q in zip(status, qc)]
 
 
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
     """Failed rows first, then QC fail, warn, pass; by clip id within each group."""
     if df.empty:
         return df
-    status = df.get("status", pd.Series("ok", index=df.index)).fillna("ok")
-    qc = df.get("qc_status", pd.Series("", index=df.index)).fillna("")
-    rank = [(_RANK["failed"] if s == "failed" else _RANK.get(q, 4)) for s, q in zip(status, qc)]
+    rank = [_RANK[o] for o in _outcomes(df)]
     ids = df["clip_id"].astype(str) if "clip_id" in df else pd.Series("", index=df.index)
     return df.assign(_rank=rank, _id=ids).sort_values(["_rank", "_id"]).drop(
         columns=["_rank", "_id"]).reset_index(drop=True)
@@ -129,21 +124,31 @@ def _value(row: pd.Series, col: str) -> Any:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    """A real number, numpy's included (``numpy.int64`` is no ``int``), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _local_file(value: Any, out_dir: Path, folder: str = "clips") -> Path | None:
+    """The file a results path names, preferring the copy inside ``OUT`` (``OUT/<path>`` for a
+    relative path, else ``OUT/<folder>/<file name>``) so links stay relative when the folder
+    was moved; the path as written when only it exists."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value):
+        return None
+    path = Path(str(value))
+    for candidate in ([out_dir / path] if not path.is_absolute() else []) + [
+            out_dir / folder / path.name, path]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _href(path: Path, out_dir: Path) -> str:
+    """An attribute-safe relative URL of ``path`` from the page."""
+    return html.escape(quote(Path(os.path.relpath(path, out_dir)).as_posix()))
+
+
 # ----------------------------------------------------------------------------- sections
-def _summary(df: pd.DataFrame, run: dict[str, Any]) -> str:
-    rows = [("clips", str(len(df)))]
-    for col in ("status", "qc_status"):
-        if col in df and len(df):
-            counts = df[col].fillna("none").value_counts().sort_index()
-            rows.append((col, ", ".join(f"{k}: {v}" for k, v in counts.items())))
-    for key, value in run.items():
-        shown = value if isinstance(value, (str, int, float, bool)) or value is None else \
-            json.dumps(value, sort_keys=True, default=str)
-        rows.append((str(key), str(shown)[:600]))
-    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<h2>Run summary</h2><table class='summary'>{cells}</table>"
-
-
 def _png_data_uri(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -174,75 +179,124 @@ def _histograms(df: pd.DataFrame) -> str:
     return f"<h2>Distributions</h2><div class='plots'>{body}</div>"
 
 
-def _clip_table(df: pd.DataFrame, out_dir: Path, max_thumbnails: int) -> str:
+def _clip_table(df: pd.DataFrame, out_dir: Path, max_thumbnails: int,
+                align_cfg: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if c[0] in df]
-    head = "<th data-col='clip_id'>clip</th>" + "".join(
-        f"<th data-col='{c}'>{html.escape(h)}</th>" for c, h, _ in cols)
-    head += "<th data-col='qc_reasons'>reasons / error</th><th>first / middle / last</th>"
+    head = ("<th data-col='clip_id'>clip</th><th>play</th><th>first / middle / last</th>"
+            "<th data-col='status'>status</th><th data-col='qc_status'>qc</th>"
+            "<th data-col='qc_reasons' class='reason'>what QC found / why it failed</th>"
+            + "".join(f"<th data-col='{c}' title='{html.escape(help_)}'>{html.escape(h)}</th>"
+                      for c, h, _, help_ in cols))
     body = []
-    for i, row in df.iterrows():
-        clip_id = str(_value(row, "clip_id") or "")
-        status = str(_value(row, "status") or "ok")
-        qc = str(_value(row, "qc_status") or "")
-        css = "failed" if status == "failed" else qc
-        clip = _clip_path(row, out_dir)
-        name = html.escape(clip_id)
-        link = (f"<a href='{html.escape(quote(os.path.relpath(clip, out_dir)))}'>{name}</a>"
-                if clip else name)
-        subs = _value(row, "subtitles_srt")
-        if subs and Path(str(subs)).is_file():
-            href = html.escape(quote(os.path.relpath(str(subs), out_dir)))
-            link += f" <a class='subs' href='{href}'>srt</a>"
-        cells = [f"<td data-v='{name}'>{link}</td>"]
-        for col, _, fmt in cols:
-            value = _value(row, col)
-            if isinstance(value, (int, float)) and fmt:
-                cells.append(f"<td class='num' data-v='{float(value)!r}'>{value:{fmt}}</td>")
-            else:
-                text = html.escape("" if value is None else str(value))
-                cells.append(f"<td data-v='{text}'>{text}</td>")
-        reason = _value(row, "error_message") if status == "failed" else _value(row, "qc_reasons")
-        reason = html.escape(str(reason or ""))
-        cells.append(f"<td class='reason' data-v='{reason}'>{reason}</td>")
-        thumbs = _thumbnails(clip) if clip and i < max_thumbnails else []
-        imgs = "".join(f"<img alt='frame {k}' src='{src}'>" for k, src in zip(
-            ("first", "middle", "last"), thumbs))
-        pair = _value(row, "dub_thumbnail")
-        if pair and Path(str(pair)).is_file() and i < max_thumbnails:
-            data = base64.b64encode(Path(str(pair)).read_bytes()).decode()
-            imgs += (f"<br><img class='pair' alt='footage / dub' title='footage (left), dub (right)' "
-                     f"src='data:image/jpeg;base64,{data}'>")
-        cells.append(f"<td class='thumbs'>{imgs}</td>")
-        body.append(f"<tr class='{css}' data-clip='{name}'>{''.join(cells)}</tr>")
-    return (f"<h2>Clips</h2><table id='clips'><thead><tr>{head}</tr></thead>"
+    for i, ((_, row), result) in enumerate(zip(df.iterrows(), _outcomes(df))):
+        clip_id = html.escape(str(_value(row, "clip_id") or ""))
+        clip = _local_file(_value(row, "output_path"), out_dir)
+        pictures = _pictures(clip) if clip is not None and i < max_thumbnails else {}
+        status, qc = (html.escape(str(_value(row, c) or "")) for c in ("status", "qc_status"))
+        cells = [_name_cell(row, clip, out_dir), _player_cell(row, clip, out_dir, pictures),
+                 f"<td class='thumbs'>{_thumbs(row, pictures, out_dir)}</td>",
+                 f"<td data-v='{status}' title='{html.escape(STATUS_HELP.get(status, ''))}'>"
+                 f"{html.escape(STATUS_WORDS.get(status, status))}</td>",
+                 f"<td data-v='{qc}'>{qc}</td>", _reason_cell(row, result)]
+        for col, _, fmt, _ in cols:
+            cells.append(_transcript_td(row, align_cfg) if col == "script_wer"
+                         else _metric_td(_value(row, col), fmt))
+        body.append(f"<tr class='{_ROW_CLASS.get(result, '')}' data-clip='{clip_id}' "
+                    f"data-outcome='{result}'>{''.join(cells)}</tr>")
+    return (f"<h2>Clips</h2>{filter_bar()}<table id='clips'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def _clip_path(row: pd.Series, out_dir: Path) -> Path | None:
-    path = _value(row, "output_path")
-    if not path:
-        return None
-    path = Path(str(path))
-    if not path.is_absolute():
-        path = out_dir / path
-    return path if path.is_file() else None
+def _name_cell(row: pd.Series, clip: Path | None, out_dir: Path) -> str:
+    name = html.escape(str(_value(row, "clip_id") or ""))
+    link = f"<a href='{_href(clip, out_dir)}'>{name}</a>" if clip else name
+    subs = _local_file(_value(row, "subtitles_srt"), out_dir)
+    if subs:
+        link += f" <a class='subs' href='{_href(subs, out_dir)}'>srt</a>"
+    return f"<td data-v='{name}'>{link}</td>"
 
 
-def _thumbnails(clip: Path, height: int = 72) -> list[str]:
-    """JPEG data URIs of the first, middle and last frame (empty on any decoding problem)."""
+def _player_cell(row: pd.Series, clip: Path | None, out_dir: Path, pictures: dict[str, str]) -> str:
+    """A ``<video>`` of the clip by its relative path: ``preload="none"`` (nothing is read until
+    it plays), a poster cut from its middle frame, and its WebVTT subtitles as a track."""
+    if clip is None:
+        return "<td data-v=''></td>"
+    width, height = _value(row, "width"), _value(row, "height")
+    size = f" height='{PLAYER_HEIGHT}'"
+    if _is_number(width) and _is_number(height) and height > 0:
+        size += f" width='{round(PLAYER_HEIGHT * width / height)}'"
+    poster = f" poster='{pictures['poster']}'" if pictures.get("poster") else ""
+    vtt = _local_file(_value(row, "subtitles_vtt"), out_dir)
+    track = (f"<track kind='subtitles' label='subtitles' src='{_href(vtt, out_dir)}'>"
+             if vtt else "")
+    return (f"<td data-v=''><video controls preload='none'{size}{poster} "
+            f"src='{_href(clip, out_dir)}'>{track}</video></td>")
+
+
+def _reason_cell(row: pd.Series, result: str) -> str:
+    """QC reasons as sentences (the original text as each one's tooltip); a failed row's error."""
+    if result == "failed":
+        stage = _value(row, "error_stage")
+        where = f"Failed at {STAGES.get(stage, stage)}: " if stage else ""
+        text = html.escape(f"{where}{_value(row, 'error_message') or 'no message'}")
+        return f"<td class='reason' data-v='{text}'>{text}</td>"
+    raw = str(_value(row, "qc_reasons") or "")
+    items = "".join(f"<li title='{html.escape(r.raw)}'><span class='lvl {r.level}'>{r.level}</span>"
+                    f"{html.escape(r.sentence)}</li>" for r in reason_sentences(raw))
+    if not items:
+        items = "<li class='quiet'>" + {"ok": "All checks passed.", "unchecked": "Not checked "
+                                        "by QC."}.get(result, "") + "</li>"
+    return f"<td class='reason' data-v='{html.escape(raw)}'><ul>{items}</ul></td>"
+
+
+def _metric_td(value: Any, fmt: str | None) -> str:
+    if _is_number(value) and fmt:
+        return f"<td class='num' data-v='{float(value)!r}'>{value:{fmt}}</td>"
+    text = html.escape("" if value is None else str(value))
+    return f"<td data-v='{text}'>{text}</td>"
+
+
+def _transcript_td(row: pd.Series, align_cfg: dict[str, Any]) -> str:
+    cell = transcript_cell(row.to_dict(), align_cfg)
+    sort = "" if cell.sort_value is None else repr(cell.sort_value)
+    css = "num" if cell.sort_value is not None else ("unchecked" if cell.text else "")
+    return (f"<td class='{css}' data-v='{sort}' title='{html.escape(cell.tooltip)}'>"
+            f"{html.escape(cell.text)}</td>")
+
+
+def _thumbs(row: pd.Series, pictures: dict[str, str], out_dir: Path) -> str:
+    if not pictures:
+        return ""
+    imgs = "".join(f"<img alt='frame {k}' src='{pictures[k]}'>" for k in ("first", "middle", "last")
+                   if k in pictures)
+    pair = _local_file(_value(row, "dub_thumbnail"), out_dir, "qc")
+    if pair:
+        data = base64.b64encode(pair.read_bytes()).decode()
+        imgs += (f"<br><img class='pair' alt='footage / dub' title='footage (left), dub (right)' "
+                 f"src='data:image/jpeg;base64,{data}'>")
+    return imgs
+
+
+def _pictures(clip: Path, thumb_height: int = 72) -> dict[str, str]:
+    """JPEG data URIs cut from the clip: ``first`` / ``middle`` / ``last`` frame thumbnails and
+    the player's ``poster`` (the middle frame, :data:`PLAYER_HEIGHT` high); those that could not
+    be decoded are missing."""
     try:
         duration = media_duration(probe(clip), "video")
     except ValueError:
-        return []
+        return {}
+    middle = duration / 2
+    cuts = {"first": (0.0, thumb_height), "middle": (middle, thumb_height),
+            "last": (max(0.0, duration - 0.08), thumb_height), "poster": (middle, PLAYER_HEIGHT)}
     ffmpeg, _ = require_ffmpeg()
-    out = []
-    for t in (0.0, duration / 2, max(0.0, duration - 0.08)):
+    out = {}
+    for name, (t, height) in cuts.items():
         argv = [ffmpeg, "-nostdin", "-v", "error", "-ss", f"{t:.3f}", *input_args(clip),
                 "-frames:v", "1", "-vf", f"scale=-2:{height}", "-q:v", "6",
                 "-f", "image2pipe", "-c:v", "mjpeg", "pipe:1"]
         proc = subprocess.run(argv, capture_output=True, check=False)
         if proc.returncode == 0 and proc.stdout:
-            out.append("data:image/jpeg;base64," + base64.b64encode(proc.stdout).decode())
+            out[name] = "data:image/jpeg;base64," + base64.b64encode(proc.stdout).decode()
     return out
 
 
@@ -254,10 +308,10 @@ def _errors(df: pd.DataFrame) -> str:
         return "<h2>Errors</h2><p>No failed clips.</p>"
     items = []
     for _, row in failed.iterrows():
-        where = " / ".join(str(_value(row, c)) for c in ("error_stage", "error_type")
-                           if _value(row, c))
-        items.append(f"<li data-clip='{html.escape(str(_value(row, 'clip_id')))}'><b>"
-                     f"{html.escape(str(_value(row, 'clip_id')))}</b> ({html.escape(where)}): "
+        stage, kind = _value(row, "error_stage"), _value(row, "error_type")
+        where = " / ".join(str(x) for x in (STAGES.get(stage, stage) if stage else None, kind) if x)
+        clip_id = html.escape(str(_value(row, "clip_id")))
+        items.append(f"<li data-clip='{clip_id}'><b>{clip_id}</b> ({html.escape(where)}): "
                      f"{html.escape(str(_value(row, 'error_message') or ''))}</li>")
     return f"<h2>Errors ({len(failed)})</h2><ul id='errors'>{''.join(items)}</ul>"
 
@@ -268,9 +322,9 @@ def _identity_plots(df: pd.DataFrame, out_dir: Path, max_plots: int) -> str:
         if len(imgs) >= max_plots or _value(row, "qc_status") not in ("warn", "fail"):
             continue
         clip_id = str(_value(row, "clip_id"))
-        plot = _value(row, "qc_plot") or out_dir / "qc" / f"{clip_id}_identity.png"
-        plot = Path(str(plot))
-        if plot.is_file():
+        plot = _local_file(_value(row, "qc_plot"), out_dir, "qc") or _local_file(
+            f"qc/{clip_id}_identity.png", out_dir, "qc")
+        if plot:
             data = base64.b64encode(plot.read_bytes()).decode()
             imgs.append(f"<img alt='identity curve {html.escape(clip_id)}' "
                         f"src='data:image/png;base64,{data}'>")

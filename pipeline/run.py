@@ -6,7 +6,6 @@ Exit codes: 0 every clip ok (or skipped), 3 some clips failed, 2 usage / invalid
 from __future__ import annotations
 
 import gc
-
 import logging
 import os
 import re
@@ -29,7 +28,14 @@ from pipeline.ledger import Ledger, checkpoint_id, fingerprint, latest, options_
 from pipeline.plan import CLIPS_DIR, WORK_DIR, parse_shard, read_only_ids, select
 from pipeline.progress import Progress
 from pipeline.results import (
-    assemble, code_version, counts, error_summary, stage_timings, versions, write_json_atomic, write_results,
+    assemble,
+    code_version,
+    counts,
+    error_summary,
+    stage_timings,
+    versions,
+    write_json_atomic,
+    write_results,
 )
 
 log = logging.getLogger("fixtalk.run")

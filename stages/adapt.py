@@ -33,14 +33,14 @@ from PIL import Image
 
 from fixtalk.adapt import adapt, recipe_key
 from fixtalk.footage_fit import fit_footage
-from stages.config import PipelineConfig
 from stages.base import ClipError, Stage
-from stages.face_crop import load_crop_landmarks, make_finder
+from stages.config import PipelineConfig
 from stages.face.track import FaceTrack, FaceTracker
-from stages.media.footage import cached_track, content_hash
+from stages.face_crop import load_crop_landmarks, make_finder
 from stages.ingest import FOOTAGE_VIDEOS, present, shared_dir
-from stages.rendering.runtime import load_runtime
+from stages.media.footage import cached_track, content_hash
 from stages.rendering.presenter_fit import footage_segments
+from stages.rendering.runtime import load_runtime
 
 
 @contextmanager

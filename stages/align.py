@@ -37,12 +37,17 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from stages.config import PipelineConfig
 from stages.base import ClipError, Stage, SystemicError
+from stages.config import PipelineConfig
 from stages.ingest import work_dir_of
 from stages.media.av import MediaError, decode_audio
-from stages.transcript.script_text import normalise_words, script_variants, word_error_rate
 from stages.speech import filled
+from stages.transcript.script_text import (
+    normalise_words,
+    script_variants,
+    wer_trusted,
+    word_error_rate,
+)
 from stages.transcript.subtitles import build_cues, timed_tokens, write_subtitles
 from stages.transcript.whisperx_glue import WhisperxBackend, WhisperxUnavailable, load_backend
 
@@ -159,9 +164,9 @@ class AlignStage(Stage):
         tokens, words, times = best["tokens"], best["words"], best["times"]
         conf, aligned, phones, hyp, note = (best[k] for k in ("conf", "aligned", "phones", "hyp", "note"))
         share, wer = best["share"], best["wer"]
-        wer_trusted = self.backend == "whisperx" or self.cfg.pocketsphinx_wer_in_flag
+        trusted = wer_trusted(self.backend, self.cfg.pocketsphinx_wer_in_flag)
         mismatch = share < self.cfg.min_aligned_share or bool(
-            wer_trusted and wer is not None and wer > self.cfg.max_wer)
+            trusted and wer is not None and wer > self.cfg.max_wer)
         timing = "aligned"
         if all(t is None for t in times):
             times, timing = spread_evenly(words, seconds), "estimated"

@@ -28,15 +28,22 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stages.config import FaceCropConfig, PipelineConfig
-from stages.face.alignment import (Detection, FaceError, FaceFinder, atomic_write_text,
-                              similarity_transform, transform_points, warp_to_crop)
-from stages.base import ClipError, Stage, SystemicError
-from stages.face.track import FaceTracker
 from fixtalk.measure.faces import Face, face_width
+from stages.base import ClipError, Stage, SystemicError
+from stages.config import FaceCropConfig, PipelineConfig
+from stages.face.alignment import (
+    Detection,
+    FaceError,
+    FaceFinder,
+    atomic_write_text,
+    similarity_transform,
+    transform_points,
+    warp_to_crop,
+)
+from stages.face.track import FaceTracker
+from stages.ingest import present, shared_dir
 from stages.media.footage import cached_track, read_frame
 from stages.media.images import ImageError, pixel_hash, read_rgb, write_png
-from stages.ingest import present, shared_dir
 
 CACHE_VERSION = 2
 #: Longest side (after ``detect_max_side`` scaling) below which a no-face picture gets a finer

@@ -19,12 +19,20 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from stages.config import PipelineConfig
 from stages.base import ClipError, Stage
+from stages.config import PipelineConfig
+from stages.media.av import (
+    MediaError,
+    decode_audio,
+    first_stream,
+    media_duration,
+    normalise_video,
+    probe,
+    require_ffmpeg,
+    stream_fps,
+)
 from stages.media.footage import probe_footage
 from stages.media.images import ImageError, pixel_hash, read_rgb_sized, write_png
-from stages.media.av import (MediaError, decode_audio, first_stream, media_duration,
-                          normalise_video, probe, require_ffmpeg, stream_fps)
 
 DRIVING_VIDEOS = {"pose_video": "pose25.mp4", "expression_video": "expression25.mp4"}
 #: Footage columns and the prefix of what ingest records about them (stages/media/footage.py).

@@ -39,9 +39,9 @@ from PIL import Image
 
 from fixtalk.shift_stitching import fit_head_motion, stabilise
 from manifests.schema import EMOTIONS, INTENSITY_RANGE
+from stages.base import ClipError, Stage
 from stages.config import PipelineConfig
 from stages.face.alignment import warp_to_crop
-from stages.base import ClipError, Stage
 from stages.face_crop import fixed_video_transform, make_finder
 from stages.ingest import present, work_dir_of
 from stages.media.av import MediaError, iter_video_frames

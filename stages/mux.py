@@ -28,14 +28,28 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from stages.config import PipelineConfig
 from stages.base import ClipError, Stage, SystemicError
-from stages.provenance.disclosure import (POSITIONS, label_image, metadata_args, overlay_filter, srt_with_cue,
-                               statement_text, vtt_with_note)
+from stages.config import PipelineConfig
 from stages.ingest import present, work_dir_of
-from stages.media.av import (MediaError, first_stream, input_args, media_duration, probe,
-                          require_ffmpeg, run_ffmpeg)
+from stages.media.av import (
+    MediaError,
+    first_stream,
+    input_args,
+    media_duration,
+    probe,
+    require_ffmpeg,
+    run_ffmpeg,
+)
 from stages.provenance.c2pa import CONSENT_MISSING, manifest_definition, sign_mp4
+from stages.provenance.disclosure import (
+    POSITIONS,
+    label_image,
+    metadata_args,
+    overlay_filter,
+    srt_with_cue,
+    statement_text,
+    vtt_with_note,
+)
 from stages.provenance.signing_identity import resolve_identity
 
 

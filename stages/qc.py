@@ -31,21 +31,21 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from stages.config import PipelineConfig
-from stages.base import ClipError, Stage
-from stages.face.alignment import face_view, warp_to_crop
-from stages.media.delivery import audio_file_duration, delivery_metrics
-from stages.checks.dub_qc import dub_metrics
-from stages.face_crop import load_transform
 from fixtalk.measure.faces import box_from_landmarks, detect_faces, fit_landmarks, mouth_opening
 from fixtalk.measure.identity import Embedder, cosine, csim_stats
-from stages.checks.embedder import make_embedder
-from stages.media.images import read_rgb
-from stages.ingest import portrait_source
 from fixtalk.measure.lipsync import audio_envelope, best_lag
-from stages.media.av import decode_audio, first_stream, iter_video_frames, probe
+from stages.base import ClipError, Stage
+from stages.checks.dub_qc import dub_metrics
+from stages.checks.embedder import make_embedder
 from stages.checks.rules import csim_limits, judge
-
+from stages.config import PipelineConfig
+from stages.face.alignment import face_view, warp_to_crop
+from stages.face_crop import load_transform
+from stages.ingest import portrait_source
+from stages.media.av import decode_audio, first_stream, iter_video_frames, probe
+from stages.media.delivery import audio_file_duration, delivery_metrics
+from stages.media.images import read_rgb
+from stages.transcript.script_text import wer_trusted
 
 #: Columns of the align stage that QC judges (the script check of :mod:`stages.checks.rules`).
 SCRIPT_COLUMNS = ("script_mismatch", "script_wer", "script_aligned_share", "subtitle_timing")
@@ -105,12 +105,9 @@ class QCStage(Stage):
         lufs_target = self.cfg.lufs_target if self.cfg.lufs_target is not None \
             else self.config.mux.loudness_lufs
         script = {k: row.get(k) for k in SCRIPT_COLUMNS}
-        backend = row.get("align_backend")
-        wer_trusted = backend == "whisperx" or (
-            backend == "pocketsphinx" and self.config.align.pocketsphinx_wer_in_flag)
+        trusted = wer_trusted(row.get("align_backend"), self.config.align.pocketsphinx_wer_in_flag)
         status, reasons = judge({**metrics, **script}, self.cfg,
-                                fps=expected_fps, lufs_target=lufs_target,
-                                wer_trusted=wer_trusted)
+                                fps=expected_fps, lufs_target=lufs_target, wer_trusted=trusted)
         metrics["qc_status"], metrics["qc_reasons"] = status, reasons
         curves_path = qc_dir / f"{clip_id}.json"
         _write_json(curves_path, {"clip_id": clip_id, "fps": fps,

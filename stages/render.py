@@ -21,15 +21,15 @@ import numpy as np
 from PIL import Image
 
 from fixtalk.shift_stitching import shift_heads
-from stages.config import PipelineConfig
 from stages.base import ClipError, Stage
+from stages.config import PipelineConfig
 from stages.face_crop import load_crop_landmarks, load_transform
-from stages.media.images import read_rgb
-from stages.rendering.dub import DubRenderer
 from stages.ingest import portrait_source, present, work_dir_of
 from stages.media.av import FfmpegWriter, MediaError
-from stages.rendering.runtime import load_runtime
+from stages.media.images import read_rgb
 from stages.media.paste import LowerFaceComposite, PasteBack, lower_face_mask
+from stages.rendering.dub import DubRenderer
+from stages.rendering.runtime import load_runtime
 
 PASTE_REGIONS = ("auto", "face", "mouth")
 

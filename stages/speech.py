@@ -22,8 +22,8 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from stages.config import PipelineConfig
 from stages.base import ClipError, Stage, SystemicError
+from stages.config import PipelineConfig
 from stages.ingest import work_dir_of
 from stages.transcript.script_text import speakable_text
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fixtalk.measure.faces import detect_faces
 from pipeline.config import PipelineConfig
 from stages.face_crop import FaceCropStage
-from fixtalk.measure.faces import detect_faces
 from stages.ingest import IngestStage
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

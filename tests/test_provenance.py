@@ -21,7 +21,12 @@ from stages.base import SystemicError
 from stages.media.av import probe, video_to_frames
 from stages.mux import MuxStage
 from stages.provenance.c2pa import check_signer, read_credentials, sha256_of
-from stages.provenance.signing_identity import LOCAL_KEY, LOCAL_SUBDIR, SigningIdentity, make_ca_and_leaf
+from stages.provenance.signing_identity import (
+    LOCAL_KEY,
+    LOCAL_SUBDIR,
+    SigningIdentity,
+    make_ca_and_leaf,
+)
 from stages.transcript.subtitles import parse_cue_times
 
 W, H, SECONDS = 192, 128, 2.0

@@ -16,14 +16,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import PipelineConfig
 from fixtalk.measure.faces import detect_faces, mouth_opening
-from fixtalk.measure.identity import (ARCFACE_TEMPLATE_112, DlibEmbedder, OnnxArcFaceEmbedder, align_112,
-                             cosine, csim_stats, five_points)
+from fixtalk.measure.identity import (
+    ARCFACE_TEMPLATE_112,
+    DlibEmbedder,
+    OnnxArcFaceEmbedder,
+    align_112,
+    cosine,
+    csim_stats,
+    five_points,
+)
 from fixtalk.measure.lipsync import audio_envelope, best_lag
+from pipeline.config import PipelineConfig
+from stages.checks.rules import CSIM_DEFAULTS
 from stages.media.av import FfmpegWriter, decode_audio
 from stages.qc import QCStage
-from stages.checks.rules import CSIM_DEFAULTS
 
 pytestmark = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("espeak-ng")),
                                 reason="needs ffmpeg and espeak-ng (apt-get install ffmpeg espeak-ng)")

@@ -17,17 +17,28 @@ import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.config import QCConfig  # noqa: E402
+from pipeline.config import PipelineConfig, QCConfig  # noqa: E402
 from stages.align import AlignStage  # noqa: E402
 from stages.base import SystemicError  # noqa: E402
 from stages.checks.rules import judge  # noqa: E402
 from stages.media.av import decode_audio  # noqa: E402
-from stages.transcript.script_text import (normalise_words, number_to_words, script_variants,  # noqa: E402
-                                speakable_text, tokenize_script, word_error_rate)
 from stages.speech import SpeechStage  # noqa: E402
-from stages.transcript.subtitles import (TimedToken, build_cues, parse_cue_times, srt_text,  # noqa: E402
-                              timed_tokens, vtt_text)
+from stages.transcript.script_text import (  # noqa: E402
+    normalise_words,
+    number_to_words,
+    script_variants,
+    speakable_text,
+    tokenize_script,
+    word_error_rate,
+)
+from stages.transcript.subtitles import (  # noqa: E402
+    TimedToken,
+    build_cues,
+    parse_cue_times,
+    srt_text,
+    timed_tokens,
+    vtt_text,
+)
 
 LIBRI = Path("/usr/share/pocketsphinx/test/data/librivox")
 SR = 16000
@@ -299,13 +310,12 @@ def test_rows_without_script_get_no_subtitles_and_no_wer(aligner, tmp_path):
 
 
 def test_script_only_row_renders_with_sound_and_embedded_subtitles(tiny_checkpoint, tmp_path):
-    from tests.conftest import make_portrait
-
     from stages.face_crop import FaceCropStage
     from stages.ingest import IngestStage
     from stages.motion import MotionStage
     from stages.mux import MuxStage
     from stages.render import RenderStage
+    from tests.conftest import make_portrait
 
     cfg = PipelineConfig()
     cfg.model.checkpoint, cfg.model.device = str(tiny_checkpoint), "cpu"

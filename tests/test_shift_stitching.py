@@ -48,8 +48,8 @@ def test_the_fit_reads_a_known_head_motion_back_relative_to_the_clips_median(por
 
 
 def test_a_driving_frames_head_is_moved_back_by_its_shift_and_keeps_its_turn(portrait):
-    from fixtalk.train.face_warp import render_frame
     from fixtalk.measure.faces import detect_faces
+    from fixtalk.train.face_warp import render_frame
 
     crop, lm = portrait
     big = cv2.resize(crop, (256, 256), interpolation=cv2.INTER_CUBIC)

@@ -15,8 +15,14 @@ import pytest
 import torch
 
 from fixtalk.config import StageConfig
-from tests.train_common import MODEL_OVERRIDE, SIZE, _config, _overfit, _trainer
-from tests.train_common import data_root  # noqa: F401  (module-scoped fixture)
+from tests.train_common import (
+    MODEL_OVERRIDE,
+    SIZE,
+    _config,
+    _overfit,
+    _trainer,
+    data_root,  # noqa: F401  (module-scoped fixture)
+)
 
 STAGES = [
     StageConfig(name="base", batch_size=2, lr=2e-3, mouth=1.0, flow=5.0, mask=1.0, copy=1.0, flow_lr_mult=3.0),
@@ -100,9 +106,9 @@ def _perpendicular_gap(lm: np.ndarray) -> float:
 
 
 def test_driving_frame_mouth_opens_exactly_when_its_viseme_says_so():
+    from fixtalk.measure.faces import detect_faces, mouth_opening
     from fixtalk.train import synthetic
     from fixtalk.train.speech import CLOSED_VISEMES, Utterance
-    from fixtalk.measure.faces import detect_faces, mouth_opening
 
     # known phone timings: closed (silence, M, P, B) and open (AA, IY, F, OW) visemes
     phones = [("SIL", 0.0, 0.2), ("M", 0.2, 0.36), ("AA", 0.36, 0.6), ("P", 0.6, 0.72),
@@ -353,9 +359,9 @@ def test_reshape_gives_the_portrait_a_new_face_geometry_that_its_pixels_show():
     them follow the new points, not the old ones), and different draws are different faces."""
     import cv2
 
+    from fixtalk.measure.faces import detect_faces
     from fixtalk.train import synthetic
     from fixtalk.train.face_shape import reshape_portrait
-    from fixtalk.measure.faces import detect_faces
 
     portrait = synthetic.load_portrait("astronaut")
     base, lm = synthetic.aligned_portrait(portrait, 128, None, landmarks=synthetic.portrait_landmarks(portrait))

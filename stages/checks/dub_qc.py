@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from stages.face.track import FaceTrack
-from stages.media.footage import read_frames
-from stages.media.av import iter_video_frames
 from stages.face.mouth_rest import frame_mask
+from stages.face.track import FaceTrack
+from stages.media.av import iter_video_frames
+from stages.media.footage import read_frames
 
 SAMPLES = 24
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.media.paste import crop_roi, fit_colour, lower_face_mask
 from stages.face.alignment import transform_points
+from stages.media.paste import crop_roi, fit_colour, lower_face_mask
 
 #: dlib-68 points that do not move with speech: upper jaw (0-3, 13-16), nose (27-35), eye corners.
 RIGID = (0, 1, 2, 3, 13, 14, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)

@@ -37,8 +37,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from stages.face.alignment import FaceFinder, similarity_transform
 from fixtalk.measure.faces import box_from_landmarks, face_width, landmarks_in_box
+from stages.face.alignment import FaceFinder, similarity_transform
 
 #: Frame status codes of a track.
 OK, LOST, SMALL, TURNED = 0, 1, 2, 3

@@ -25,11 +25,18 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from fixtalk.measure.faces import mouth_opening
 from stages.base import ClipError
 from stages.face.track import FaceTrack, FaceTracker, FootageFaceError, turn_proxy
-from fixtalk.measure.faces import mouth_opening
-from stages.media.av import (MediaError, first_stream, iter_video_frames, media_duration, probe,
-                          stream_fps, stream_rotation)
+from stages.media.av import (
+    MediaError,
+    first_stream,
+    iter_video_frames,
+    media_duration,
+    probe,
+    stream_fps,
+    stream_rotation,
+)
 
 EXTEND_POLICIES = ("pingpong", "loop", "freeze")
 #: Container formats that hold still pictures, not video.

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 #: Smallest picture side accepted (a face must be at least ``face_crop.min_face_px`` wide).
 MIN_SIDE = 48
 

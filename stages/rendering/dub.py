@@ -33,12 +33,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stages.face.alignment import warp_to_crop
 from stages.base import ClipError
-from stages.face.track import FaceTrack
-from stages.media.footage import footage_frames, footage_index, read_frames, shot_references
-from stages.media.av import FfmpegWriter, MediaError
+from stages.face.alignment import warp_to_crop
 from stages.face.mouth_rest import rest_mouth
+from stages.face.track import FaceTrack
+from stages.media.av import FfmpegWriter, MediaError
+from stages.media.footage import footage_frames, footage_index, read_frames, shot_references
 from stages.media.paste import LowerFaceComposite, add_change
 
 #: Footage that pingpong must play backwards is buffered on disk as raw frames up to this size.

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from fixtalk.footage_fit import FootageSegment
-from stages.face.alignment import transform_points, warp_to_crop
 from stages.base import ClipError
+from stages.face.alignment import transform_points, warp_to_crop
 from stages.face.track import FaceTrack
-from stages.media.footage import footage_frames
 from stages.media.av import MediaError, decode_audio
+from stages.media.footage import footage_frames
 
 SAMPLES_PER_FRAME = 640
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from stages.config import PipelineConfig
 from stages.base import ClipError, SystemicError
+from stages.config import PipelineConfig
 
 
 def resolve_device(name: str | None) -> str:

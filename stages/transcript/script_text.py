@@ -165,3 +165,20 @@ def word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ref != hyp))
         prev = cur
     return prev[-1] / len(reference)
+
+
+#: Recognisers whose ``script_wer`` is trusted without an explicit opt-in.
+TRUSTED_RECOGNISERS = ("whisperx",)
+
+
+def wer_trusted(backend: str | None, pocketsphinx_wer_in_flag: bool = False) -> bool:
+    """Whether a row's ``script_wer`` means something: QC judges it and the report shows it.
+
+    Trusted: whisperx (a neural recogniser, faster-whisper, reads human and synthetic voices).
+    pocketsphinx's free recognition is trusted only when the user says so with
+    ``align.pocketsphinx_wer_in_flag`` (clean read human speech, where it scores WER 0.1-0.6 on
+    matching pairs): on espeak-ng speech it scores about 1.0 even when the audio says the script,
+    so by default its figure is kept in the results but neither judged nor shown.
+    The rule and its measurements are written down in ``docs/qc.md`` (Transcript check)."""
+    return backend in TRUSTED_RECOGNISERS or (backend == "pocketsphinx"
+                                             and bool(pocketsphinx_wer_in_flag))
