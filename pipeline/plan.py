@@ -5,7 +5,11 @@ Skip rules against the newest ledger record of each clip_id (same fingerprint re
     previous row's metrics;
   * ``failed`` -> not rendered unless ``--retry-failed``, still reported ``failed``;
   * no record, another fingerprint (inputs, options or checkpoint changed), or a missing output
-    -> rendered.
+    -> rendered;
+  * not recorded yet, but delivered: ``OUT/clips/<clip_id>.mp4`` exists and the mux stage's
+    receipt (:mod:`stages.media.receipt`) has the same fingerprint (the run that made it was
+    killed in QC or before the driver recorded it) -> finished from the receipt by the stages after
+    mux, never rendered again.
 ``--only FILE`` renders exactly the listed clip_ids whatever the ledger says.
 """
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from stages.media.receipt import read_receipt
 
 CLIPS_DIR = "clips"
 WORK_DIR = "work"
@@ -63,6 +69,7 @@ class Selection:
     unselected: pd.DataFrame  # rows outside --only / --limit: previous state or "pending"
     n_out_of_shard: int = 0
     unknown_only_ids: tuple[str, ...] = ()
+    finish: pd.DataFrame | None = None  # delivered (receipt + MP4) but not recorded: the stages after mux
 
 
 def _carry(row: dict[str, Any], prior: dict[str, Any], status: str, out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -96,6 +103,7 @@ def select(frame: pd.DataFrame, prior: pd.DataFrame, out: str | os.PathLike[str]
     records = prior.set_index("clip_id").to_dict(orient="index") if len(prior) and "clip_id" in prior else {}
     only_set = set(only) if only is not None else None
     todo: list[dict] = []
+    finish: list[dict] = []
     settled: list[dict] = []
     unselected: list[dict] = []
     n_out = 0
@@ -118,6 +126,11 @@ def select(frame: pd.DataFrame, prior: pd.DataFrame, out: str | os.PathLike[str]
             if previous.get("status") == "failed" and not retry_failed:
                 settled.append(_carry(row, previous, "failed", out))
                 continue
+        delivered = (read_receipt(row["work_dir"], row["fingerprint"], clip_output_path(out, clip_id))
+                     if only_set is None and row.get("work_dir") else None)
+        if delivered is not None:
+            finish.append({**row, **delivered, "status": "ok"})  # the stages' columns as delivered
+            continue
         todo.append(row)
     if limit is not None and len(todo) > limit:
         for row in todo[limit:]:
@@ -129,4 +142,5 @@ def select(frame: pd.DataFrame, prior: pd.DataFrame, out: str | os.PathLike[str]
     def as_frame(rows: list[dict]) -> pd.DataFrame:
         return pd.DataFrame.from_records(rows, columns=list(frame.columns)) if not rows else pd.DataFrame(rows)
 
-    return Selection(as_frame(todo), as_frame(settled), as_frame(unselected), n_out, unknown)
+    return Selection(as_frame(todo), as_frame(settled), as_frame(unselected), n_out, unknown,
+                     pd.DataFrame(finish))

@@ -191,6 +191,22 @@ def _batches(cfg: PipelineConfig, todo: pd.DataFrame, classes: Sequence[type]) -
         yield from dag.iter_ray(todo, classes, cfg)
 
 
+def _after_mux(classes: Sequence[type]) -> list[type]:
+    """The stages after mux: what a clip delivered by a killed run still needs (see
+    :mod:`stages.media.receipt`)."""
+    names = [getattr(c, "name", c.__name__) for c in classes]
+    return list(classes[names.index("mux") + 1:]) if "mux" in names else list(classes)
+
+
+def _chain(cfg: PipelineConfig, rows: pd.DataFrame, classes: Sequence[type]) -> Iterator[pd.DataFrame]:
+    """``rows`` through ``classes``; with no class left, the rows as they are (one batch each)."""
+    if classes:
+        yield from _batches(cfg, rows, classes)
+    else:
+        for i in range(len(rows)):
+            yield rows.iloc[i:i + 1].reset_index(drop=True)
+
+
 def run(req: RunRequest) -> RunOutcome:
     """Run a manifest to the end (see module doc for exit codes). Raises ``ManifestError``,
     ``ConfigError`` or ``UsageError`` for exit-2 problems."""
@@ -228,8 +244,10 @@ def run(req: RunRequest) -> RunOutcome:
     settled = sel.settled
     n_skipped = int((settled["status"] == "skipped").sum()) if len(settled) else 0
     n_old_failed = int(((settled["status"] == "failed") & (settled["error_stage"] != "manifest")).sum()) if len(settled) else 0
+    n_finish = len(sel.finish) if sel.finish is not None else 0
     print(f"manifest: {len(rows)} rows, {validated.n_failed} invalid; rendering {len(sel.todo)}, "
-          f"skipping {n_skipped} already done"
+          + (f"finishing {n_finish} delivered but not checked, " if n_finish else "")
+          + f"skipping {n_skipped} already done"
           + (f" and {n_old_failed} failed before (--retry-failed renders them)" if n_old_failed else "")
           + (f", {sel.n_out_of_shard} in other shards" if shard else "")
           + (f", {len(sel.unselected)} not selected" if len(sel.unselected) else ""), file=sys.stderr)
@@ -239,23 +257,28 @@ def run(req: RunRequest) -> RunOutcome:
     error_tb: str | None = None
     exit_code = EXIT_OK
     started_ray = False
-    progress = Progress(len(sel.todo), tty=req.tty)
+    progress = Progress(len(sel.todo) + n_finish, tty=req.tty)
     last_results = time.monotonic()
 
     def snapshot(final: bool) -> pd.DataFrame:
         finished = set().union(*[set(d["clip_id"]) for d in done]) if done else set()
-        pending = sel.todo[~sel.todo["clip_id"].isin(finished)].assign(status="pending") if len(sel.todo) else None
+        waiting = pd.concat([f for f in (sel.finish, sel.todo) if f is not None and len(f)], ignore_index=True,
+                            sort=False) if n_finish or len(sel.todo) else sel.todo
+        pending = waiting[~waiting["clip_id"].isin(finished)].assign(status="pending") if len(waiting) else None
         return assemble([sel.settled, *done, pending, sel.unselected], stage_names)
 
     try:
         classes = list(req.stage_classes) if req.stage_classes is not None else dag.load_stage_classes(cfg)
         stage_names[:] = [getattr(c, "name", c.__name__) for c in classes]
-        if len(sel.todo):
-            if "mux" in stage_names:
-                _check_provenance(cfg)
-            if cfg.run.engine == "ray":
-                started_ray = _ensure_ray(cfg)
-            for batch in _batches(cfg, sel.todo, classes):
+        # clips delivered by a killed run (receipt + MP4) only need the stages after mux
+        work = [(sel.finish, _after_mux(classes)), (sel.todo, classes)] if n_finish else [(sel.todo, classes)]
+        work = [(frame, chain) for frame, chain in work if len(frame)]
+        if len(sel.todo) and "mux" in stage_names:
+            _check_provenance(cfg)
+        if cfg.run.engine == "ray" and any(chain for _, chain in work):
+            started_ray = _ensure_ray(cfg)
+        for frame, chain in work:
+            for batch in _chain(cfg, frame, chain):
                 ledger.append(batch)
                 done.append(batch)
                 progress.update(batch)
@@ -288,7 +311,8 @@ def run(req: RunRequest) -> RunOutcome:
         "manifest": str(Path(req.manifest).resolve()), "out": str(out), "exit_code": exit_code,
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
         "finished": datetime.now(timezone.utc).isoformat(), "wall_time_s": round(wall, 3),
-        "counts": tally, "rendered_this_run": int(sum(len(d) for d in done)),
+        "counts": tally, "rendered_this_run": int(sum(len(d) for d in done)) - n_finish,
+        "finished_from_receipt": n_finish,
         "clips_per_min": round(60.0 * sum(len(d) for d in done) / wall, 3) if wall > 0 else None,
         "errors": error_summary(results), "stage_seconds": stage_timings(pd.concat(done) if done else results.iloc[0:0]),
         "error": error, "error_traceback": error_tb, "checkpoint_id": ckpt, "versions": versions(),

@@ -40,6 +40,7 @@ from stages.media.av import (
     require_ffmpeg,
     run_ffmpeg,
 )
+from stages.media.receipt import write_receipt
 from stages.provenance.c2pa import CONSENT_MISSING, manifest_definition, sign_mp4
 from stages.provenance.disclosure import (
     POSITIONS,
@@ -163,19 +164,19 @@ class MuxStage(Stage):
                 out["c2pa_signer"] = self.identity.signer_name + (" (local, untrusted)" if self.identity.local else "")
                 os.replace(signed, tmp)
             final = clips / f"{row['clip_id']}.mp4"
-            os.replace(tmp, final)
+            out.update(self._place_subtitles(subs, clips, str(row["clip_id"]), a_dur, statement))
+            info = probe(tmp)
+            out.update(output_path=str(final), duration_s=round(media_duration(info), 4),
+                       frames=video_frames(info, fps))
+            if measured is not None:
+                out["loudness_in_lufs"] = float(measured["input_i"])
+            write_receipt(work, {**row, **out})
+            os.replace(tmp, final)  # the commit point: delivered, recorded by the receipt
         except MediaError as exc:
             raise ClipError(str(exc), error_type="MuxFailed") from exc
         finally:
             tmp.unlink(missing_ok=True)
             signed.unlink(missing_ok=True)
-        out["output_path"] = str(final)
-        out.update(self._place_subtitles(subs, clips, str(row["clip_id"]), a_dur, statement))
-        info = probe(final)
-        out["duration_s"] = round(media_duration(info), 4)
-        out["frames"] = video_frames(info, fps)
-        if measured is not None:
-            out["loudness_in_lufs"] = float(measured["input_i"])
         return out
 
     def _video_codec(self, vf: list[str], vinfo: dict[str, Any], work: Path, args: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ manifest columns (carried through the pipeline): ``toy_sleep`` (seconds to spend
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,33 @@ class ToyMux(Stage):
         os.replace(tmp, final)
         return {"output_path": str(final), "duration_s": 1.0, "frames": 25, "fps": 25.0,
                 "mtime_ns": os.stat(final).st_mtime_ns}
+
+
+class _KillSwitch(Stage):
+    """Kills its whole process group (``kill -9``, as a user or the OOM killer would) when a row's
+    ``toy_kill_after`` names the stage it follows, once per clip (a marker in the clip's work
+    folder disarms it, so the rerun passes). Placed between the real stages by ``run.stages``."""
+
+    after = ""
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get("toy_kill_after") == self.after:
+            marker = Path(row["work_dir"]) / f"killed-after-{self.after}"
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                with open(marker, "w") as fh:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+        return {}
+
+
+#: ``KILL_AFTER["render"]`` is the class of the kill switch that follows the render stage.
+KILL_AFTER: dict[str, type] = {
+    stage: type(f"KillAfter_{stage}", (_KillSwitch,), {"name": f"kill_after_{stage}", "after": stage})
+    for stage in ("speech", "ingest", "align", "face_crop", "adapt", "motion", "render", "mux", "qc")
+}
+globals().update({cls.__name__: cls for cls in KILL_AFTER.values()})
