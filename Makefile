@@ -39,7 +39,7 @@ TRAIN_RUN := runs/default/train
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install apt test demo bench train-default eval-default clean-venv
+.PHONY: help install apt test test-cluster demo bench train-default eval-default clean-venv
 
 help:
 	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
@@ -79,6 +79,10 @@ $(STAMP): $(REQS)
 
 test: install
 	$(PY) -m pytest -q tests
+
+# a two-node Ray cluster on this machine, a driver outside both (also part of make test)
+test-cluster: install
+	$(PY) -m pytest -q tests/test_cluster.py
 
 demo: install
 	@if [ -z "$(CHECKPOINT)" ] && [ ! -f $(DEFAULT_MODEL) ]; then \

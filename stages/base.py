@@ -11,6 +11,9 @@ Each stage records its own seconds per clip in a ``t_<stage>`` column.
 """
 from __future__ import annotations
 
+import functools
+import socket
+import sys
 import time
 import traceback
 from typing import Any, ClassVar
@@ -75,7 +78,18 @@ class Stage:
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
             fail_row(row, self.name, type(exc).__name__, detail)
         row[f"t_{self.name}"] = round(time.perf_counter() - t0, 4)
+        row[f"node_{self.name}"] = node_id()
         return row
+
+
+@functools.lru_cache(maxsize=1)
+def node_id() -> str:
+    """Where this process runs: the Ray node id (first 12 hex digits) inside a Ray worker, else
+    ``host:<hostname>``. Each stage records it per clip in ``node_<stage>``."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()[:12]
+    return f"host:{socket.gethostname()}"
 
 
 def _missing(value: Any) -> bool:
