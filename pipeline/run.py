@@ -6,6 +6,7 @@ Exit codes: 0 every clip ok (or skipped), 3 some clips failed, 2 usage / invalid
 from __future__ import annotations
 
 import gc
+import glob
 import logging
 import os
 import re
@@ -95,6 +96,7 @@ def _prepare_rows(frame: pd.DataFrame, out: Path, cfg: PipelineConfig, ckpt: str
                          for c, s in zip(frame["clip_id"], frame["status"])]
     frame["checkpoint_id"] = ckpt
     frame["code_version"] = code_version()
+    frame["max_attempts"] = max(1, int(cfg.run.max_retries) + 1)  # see stages.base.Stage.run_row
     opts = options_digest(cfg)
     prints: list[str | None] = []
     for i, row in enumerate(frame.to_dict(orient="records")):
@@ -144,6 +146,16 @@ def _remove_stale_temps(out: Path) -> None:
     for path in clips.glob(".*"):
         if path.is_file() and time.time() - path.stat().st_mtime > 60:
             path.unlink(missing_ok=True)
+
+
+def _remove_own_temps(out: Path, clip_ids: list[Sequence[str]]) -> None:
+    """At the end of a run, the hidden temp files of this run's clips (a mux actor killed with its
+    node leaves one); other shards' temps are left to their own runs."""
+    clips = out / CLIPS_DIR
+    for ids in clip_ids:
+        for clip_id in ids:
+            for path in clips.glob(f".tmp-{glob.escape(str(clip_id))}-*"):
+                path.unlink(missing_ok=True)
 
 
 def _ensure_ray(cfg: PipelineConfig) -> bool:
@@ -301,6 +313,7 @@ def run(req: RunRequest) -> RunOutcome:
 
             ray.shutdown()
 
+    _remove_own_temps(out, [f["clip_id"] for f in (sel.finish, sel.todo) if f is not None and len(f)])
     results = snapshot(True)
     write_results(results, results_path)
     tally = counts(results)

@@ -12,10 +12,12 @@ Each stage records its own seconds per clip in a ``t_<stage>`` column.
 from __future__ import annotations
 
 import functools
+import os
 import socket
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -68,7 +70,16 @@ class Stage:
         if row["status"] != "ok":
             return row
         t0 = time.perf_counter()
+        journal = _attempt_journal(row, self.name)
         try:
+            died = _begin_attempt(journal) - 1 if journal else 0
+            limit = int(row.get("max_attempts") or 0)
+            if limit and died >= limit:
+                raise ClipError(
+                    f"the {self.name} stage's worker process died {died} times while working on this "
+                    f"clip (killed, out of memory, or a crash in native code), so it is not tried again "
+                    f"(run.max_retries={limit - 1}); check the node's memory and the Ray logs of node "
+                    f"{node_id()}, then rerun with --retry-failed", error_type="WorkerDied")
             row.update(self.process_row(row))
         except SystemicError:
             raise
@@ -77,9 +88,32 @@ class Stage:
         except Exception as exc:  # noqa: BLE001 - a bad clip must never stop the run
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
             fail_row(row, self.name, type(exc).__name__, detail)
+        finally:
+            if journal:
+                journal.unlink(missing_ok=True)  # finished (either way): not a death
         row[f"t_{self.name}"] = round(time.perf_counter() - t0, 4)
         row[f"node_{self.name}"] = node_id()
         return row
+
+
+def _attempt_journal(row: dict[str, Any], stage: str) -> Path | None:
+    """``<work_dir>/.attempts-<stage>``: exists only while the stage works on the clip, so a file
+    found on entry means an earlier worker died on it (its count says how often)."""
+    work = row.get("work_dir")
+    return Path(work) / f".attempts-{stage}" if work else None
+
+
+def _begin_attempt(journal: Path) -> int:
+    """Count this attempt in ``journal`` (temp file + rename) and return the count (1 = first)."""
+    try:
+        count = int(journal.read_text() or 0) + 1
+    except (OSError, ValueError):
+        count = 1
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    tmp = journal.with_name(f"{journal.name}.{os.getpid()}.tmp")
+    tmp.write_text(str(count))
+    os.replace(tmp, journal)
+    return count
 
 
 @functools.lru_cache(maxsize=1)

@@ -281,6 +281,9 @@ class RunConfig:
     # portrait adaptation or a long render on a busy CPU legitimately takes longer than Ray's
     # 30-minute default, so it is off (-1) unless set; a crashed run resumes anyway
     no_progress_timeout_s: float = -1.0
+    # a clip on which a stage's worker process dies (kill -9, out of memory, a native crash) is
+    # tried again this many times (Ray restarts the actor), then fails with the cause
+    max_retries: int = 2
 
 
 @dataclass

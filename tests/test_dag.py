@@ -166,3 +166,19 @@ def test_a_stage_slower_than_rays_no_progress_timeout_does_not_stop_the_run(ray_
         ctx.execution_no_progress_timeout_s = before
     assert outcome.exit_code == 0, outcome.error
     assert list(outcome.results["status"]) == ["ok"]
+
+
+def test_a_clip_that_kills_its_worker_fails_after_max_retries_and_the_run_goes_on(ray_session, tmp_path: Path):
+    """A stage actor killed mid-batch (here: SIGKILL of the mux worker on one clip, every time):
+    Ray restarts the actor and retries; after ``run.max_retries`` the clip fails with the cause."""
+    manifest = toy_manifest(tmp_path, [{"clip_id": "a"}, {"clip_id": "poison", "toy_crash": 1}, {"clip_id": "z"}])
+    out = tmp_path / "out"
+    res = run(RunRequest(manifest, out, overrides=["run.max_retries=1"], stage_classes=[ToyIngest, ToyMux],
+                         tty=False))
+    status = dict(zip(res.results["clip_id"], res.results["status"]))
+    assert status == {"a": "ok", "poison": "failed", "z": "ok"}, res.error
+    assert res.exit_code == 3 and res.error is None  # the run went on: no systemic stop
+    bad = res.results.set_index("clip_id").loc["poison"]
+    assert (bad["error_stage"], bad["error_type"]) == ("mux", "WorkerDied")
+    assert "died 2 times" in bad["error_message"] and "run.max_retries=1" in bad["error_message"]
+    assert not (out / "work" / "poison" / ".attempts-mux").exists()  # --retry-failed starts afresh

@@ -4,7 +4,8 @@ They follow the stage contract (constructor takes the whole config, ``name`` = c
 do real file work: ``ToyIngest`` reads the audio file's size, ``ToyMux`` writes
 ``OUT/clips/<clip_id>.mp4`` via a temp name and an atomic rename. Behaviour is steered by extra
 manifest columns (carried through the pipeline): ``toy_sleep`` (seconds to spend in mux),
-``toy_fail`` (a per-clip error) and ``toy_systemic`` (a systemic error).
+``toy_fail`` (a per-clip error), ``toy_crash`` (the mux worker process is killed on that clip)
+and ``toy_systemic`` (a systemic error).
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class ToyMux(Stage):
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         if row.get("toy_fail"):
             raise ClipError(f"toy failure requested: {row['toy_fail']}")
+        if row.get("toy_crash"):  # the worker process dies on this clip, every time
+            os.kill(os.getpid(), signal.SIGKILL)
         delay = float(row.get("toy_sleep") or 0.0)
         clips = Path(row["out_dir"]) / "clips"
         clips.mkdir(parents=True, exist_ok=True)
