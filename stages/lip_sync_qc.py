@@ -48,8 +48,8 @@ def pause_motion(mouth: np.ndarray, activity: SpeechActivity) -> tuple[float, fl
 
 def measure_lip_sync(mouth: np.ndarray, samples: np.ndarray, fps: float,
                      phones: list[Phone] | None, *, pause_min_s: float = 0.4,
-                     pause_margin_s: float = 0.12, max_lag_frames: int = 10
-                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+                     pause_margin_s: float = 0.12, max_lag_frames: int = 10,
+                     phone_max_lag_frames: int = 15) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(metrics, curves)`` of one clip: ``mouth`` per frame (NaN where no face), ``samples``
     16 kHz mono audio, ``phones`` from the align stage (None: not aligned)."""
     mouth = np.asarray(mouth, np.float64)
@@ -75,6 +75,6 @@ def measure_lip_sync(mouth: np.ndarray, samples: np.ndarray, fps: float,
         "sync_corr": corr, "sync_lag_frames": int(lag)})
     curves["pause"] = activity.in_pause.astype(int).tolist()
     if phones:
-        metrics.update(phone_sync(mouth, phones, fps).metrics())
+        metrics.update(phone_sync(mouth, phones, fps, phone_max_lag_frames).metrics())
         curves["phone_target"] = openness_target(segments_of(phones), n, fps).round(4).tolist()
     return metrics, curves

@@ -10,7 +10,9 @@ The align stage's pocketsphinx backend writes, per script word, its phones with 
   is reported beside it. Unlike the loudness envelope it puts a loud /m/ shut and a quiet /a/
   open, so on real footage it peaks at lag 0 where the envelope finds a made-up lag
   (``/work/shared/research/real_measurements.md``): real footage with its own speech 0.23-0.31,
-  EDTalk renders 0.22-0.33, the same footage with its speech moved by 4-6 s -0.01-0.11.
+  EDTalk renders 0.22-0.33, the same footage with its speech moved by 4-6 s -0.01-0.11. Where
+  it peaks (``phone_lag_frames``, searched over +-15 frames) is trustworthy where the envelope's
+  lag is not: real footage peaked at lag 0, EDTalk's renders at -1.
 * **Bilabial closure**: the lips must meet on P, B and M. ``bilabial_closure`` is the median,
   over the clip's bilabial phones, of the smallest opening in the frames the phone overlaps,
   divided by the median over its open vowels of the largest opening in theirs: near 0 when the
@@ -129,13 +131,13 @@ def closure_ratio(closures: list[float], openings: list[float]) -> float:
     return float(np.median(closures) / np.median(openings))
 
 
-def phone_sync(mouth: np.ndarray, phones: list[Phone], fps: float, max_lag: int = 3) -> PhoneSync:
+def phone_sync(mouth: np.ndarray, phones: list[Phone], fps: float, max_lag: int = 15) -> PhoneSync:
     """Openness-target correlation and bilabial closure of the ``mouth`` track (per frame, NaN
     where no face) against ``phones`` (see the module docstring)."""
     return viseme_sync(mouth, segments_of(phones), fps, max_lag)
 
 
-def viseme_sync(mouth: np.ndarray, segments: list[Segment], fps: float, max_lag: int = 3) -> PhoneSync:
+def viseme_sync(mouth: np.ndarray, segments: list[Segment], fps: float, max_lag: int = 15) -> PhoneSync:
     """:func:`phone_sync` on viseme segments."""
     mouth = np.asarray(mouth, np.float64)
     spoken = sorted((s for s in segments if s[0] != "sil"), key=lambda s: s[1])

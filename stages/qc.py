@@ -255,7 +255,8 @@ class QCStage(Stage):
         mouth = np.array(track["mouth"], dtype=np.float64)
         lip, lip_curves = measure_lip_sync(
             mouth, samples, fps, row_phones(row), pause_min_s=self.cfg.pause_min_s,
-            pause_margin_s=self.cfg.pause_margin_s, max_lag_frames=self.cfg.max_lag_frames)
+            pause_margin_s=self.cfg.pause_margin_s, max_lag_frames=self.cfg.max_lag_frames,
+            phone_max_lag_frames=self.cfg.phone_max_lag_frames)
         metrics.update(lip)
         curves: dict[str, Any] = {"frames": track["frame"], "csim": _jsonable(track["csim"]),
                                   "faces": track["faces"], **_jsonable(lip_curves)}

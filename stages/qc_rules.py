@@ -19,6 +19,9 @@ CSIM_DEFAULTS = {"dlib": (0.95, 0.91, 0.91), "onnx": (0.50, 0.30, 0.30)}
 #: A mouth below ``qc.mouth_motion_low`` in speech that moves more than this share of that in
 #: its pauses is not moving with the speech: its motion is measurement noise (a still mouth).
 MOVES_IN_SPEECH_RATIO = 0.5
+#: A phone lag is judged only at a clear peak: a correlation of at least LAG_MIN_CORR there, at
+#: least LAG_MARGIN above the correlation in sync (real footage peaked at lag 0 or -1, 0.01 above).
+LAG_MIN_CORR, LAG_MARGIN = 0.2, 0.1
 
 
 def _finite(value: Any) -> bool:
@@ -178,6 +181,18 @@ def _still_mouth(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> bool:
     return False
 
 
+def _phone_lag(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
+    """A constant offset: the phone correlation peaks at least ``phone_lag_warn`` frames away
+    from lag 0, clearly (at least ``LAG_MIN_CORR`` there and ``LAG_MARGIN`` above lag 0)."""
+    lag, best, at_zero = m.get("phone_lag_frames"), m.get("phone_corr_best"), m.get("phone_corr")
+    if cfg.phone_lag_warn is None or not _finite(lag) or not _finite(best) or not _finite(at_zero):
+        return
+    if abs(lag) >= cfg.phone_lag_warn and best >= LAG_MIN_CORR and best - at_zero >= LAG_MARGIN:
+        when = "late (the sound leads)" if lag > 0 else "early (the sound lags)"
+        v.add("warn", f"sync: the mouth is {abs(lag)} frames {when}: phone_corr {best:.2f} at "
+                      f"phone_lag_frames {lag:+d} against {at_zero:.2f} in sync (|lag| >= {cfg.phone_lag_warn})")
+
+
 def _lip_jitter(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
     pause, ratio, seconds = (m.get(k) for k in ("mouth_motion_pause", "pause_motion_ratio", "pause_seconds"))
     if (cfg.pause_motion_warn is None or cfg.pause_motion_ratio_warn is None or not _finite(pause)
@@ -192,8 +207,9 @@ def _lip_jitter(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
 def _phones(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
     speech = m.get("phone_speech_s")
     if _finite(speech) and speech >= cfg.phone_min_speech_s:
-        v.below(m, "phone_corr", cfg.phone_corr_warn, "warn", "sync",
-                f" (the mouth does not follow the phones of {speech:.1f} s of aligned speech)")
+        if not v.below(m, "phone_corr", cfg.phone_corr_warn, "warn", "sync",
+                       f" (the mouth does not follow the phones of {speech:.1f} s of aligned speech)"):
+            _phone_lag(v, m, cfg)
     counts = (m.get("bilabial_count") or 0, m.get("open_vowel_count") or 0)
     if min(counts) >= cfg.bilabial_min_count:
         value, limit = m.get("bilabial_closure"), cfg.bilabial_closure_warn
