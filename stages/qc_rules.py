@@ -152,7 +152,7 @@ def _still_mouth(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> bool:
     """A mouth that does not move in speech fails; True when it does (nothing else about sync
     is judged then). Below ``mouth_motion_fail`` it does not move at all. Below
     ``mouth_motion_low`` its motion is as small as the landmark noise of a moving head (a frozen
-    mouth on a moving synthetic head read 0.011), so the clip's own evidence decides: it fails
+    mouth on a moving synthetic head read 0.011-0.020), so the clip's own evidence decides: it fails
     when it moves as much in the pauses as in speech, or (strong phone evidence) does not follow
     the phones; it warns (moves little) otherwise."""
     key = "mouth_motion_speech" if _finite(m.get("mouth_motion_speech")) else "mouth_motion"
@@ -177,7 +177,7 @@ def _still_mouth(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> bool:
                       f"move while the speech plays: {why})")
         return True
     v.add("warn", f"sync: {key} {value:.3f} < {cfg.mouth_motion_low:.3f} (the mouth moves little "
-                  "in speech; a real mouth reads about 0.07)")
+                  "in speech; a real one reads 0.07-0.09)")
     return False
 
 
@@ -187,6 +187,7 @@ def _phone_lag(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
     lag, best, at_zero = m.get("phone_lag_frames"), m.get("phone_corr_best"), m.get("phone_corr")
     if cfg.phone_lag_warn is None or not _finite(lag) or not _finite(best) or not _finite(at_zero):
         return
+    lag = int(lag)  # a float after a trip through Arrow
     if abs(lag) >= cfg.phone_lag_warn and best >= LAG_MIN_CORR and best - at_zero >= LAG_MARGIN:
         when = "late (the sound leads)" if lag > 0 else "early (the sound lags)"
         v.add("warn", f"sync: the mouth is {abs(lag)} frames {when}: phone_corr {best:.2f} at "
