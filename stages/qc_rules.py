@@ -183,12 +183,14 @@ def _still_mouth(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> bool:
 
 def _phone_lag(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
     """A constant offset: the phone correlation peaks at least ``phone_lag_warn`` frames away
-    from lag 0, clearly (at least ``LAG_MIN_CORR`` there and ``LAG_MARGIN`` above lag 0)."""
+    from lag 0, clearly (inside the search range, at least ``LAG_MIN_CORR`` there and
+    ``LAG_MARGIN`` above lag 0)."""
     lag, best, at_zero = m.get("phone_lag_frames"), m.get("phone_corr_best"), m.get("phone_corr")
     if cfg.phone_lag_warn is None or not _finite(lag) or not _finite(best) or not _finite(at_zero):
         return
     lag = int(lag)  # a float after a trip through Arrow
-    if abs(lag) >= cfg.phone_lag_warn and best >= LAG_MIN_CORR and best - at_zero >= LAG_MARGIN:
+    inside = abs(lag) < cfg.phone_max_lag_frames  # a maximum at the range's edge is no peak
+    if inside and abs(lag) >= cfg.phone_lag_warn and best >= LAG_MIN_CORR and best - at_zero >= LAG_MARGIN:
         when = "late (the sound leads)" if lag > 0 else "early (the sound lags)"
         v.add("warn", f"sync: the mouth is {abs(lag)} frames {when}: phone_corr {best:.2f} at "
                       f"phone_lag_frames {lag:+d} against {at_zero:.2f} in sync (|lag| >= {cfg.phone_lag_warn})")

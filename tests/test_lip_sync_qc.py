@@ -160,6 +160,14 @@ def test_phone_figures_need_strong_evidence():
     assert "phone_corr" in _judge(**strong) and "bilabial_closure" in _judge(**strong)
 
 
+def test_a_phone_lag_is_judged_only_at_a_clear_peak():
+    base = dict(mouth_motion_speech=0.07, phone_speech_s=8.0, phone_corr=0.25)
+    assert "frames late" in _judge(**base, phone_corr_best=0.5, phone_lag_frames=6)
+    assert _judge(**base, phone_corr_best=0.3, phone_lag_frames=6) == ""  # 0.05 above lag 0: noise
+    assert _judge(**base, phone_corr_best=0.5, phone_lag_frames=15) == ""  # the range's edge: no peak
+    assert _judge(**base, phone_corr_best=0.5, phone_lag_frames=2) == ""  # within coarticulation
+
+
 def test_syncnet_figures_replace_the_phone_judgement():
     metrics = dict(mouth_motion_speech=0.07, phone_corr=-0.4, phone_speech_s=8.0, lse_c=7.5,
                    av_offset=0)
