@@ -7,8 +7,8 @@ portrait's mouth driven by its phones: synced, late by 0.2 / 0.5 / 2 s, frozen, 
 the pause) is rendered to an MP4 and measured by the QC stage itself, twice: with the phone
 timings the align stage (pocketsphinx) writes for the speech's script, and without (no script).
 Then the null distribution of the phone figures: the synced clip's measured mouth against its
-phones moved by 1-6 s (circularly), i.e. against speech it does not say. Prints one table; a few
-minutes on 2 CPU cores.
+phones moved by 1-6 s (circularly), i.e. against speech it does not say. Prints one table;
+8-10 minutes on 2 CPU cores shared with other jobs (``--portraits grace_hopper`` halves it).
 """
 from __future__ import annotations
 
