@@ -30,8 +30,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-DEFAULT_COLUMNS = ["clip_id", "status", "qc_status", "csim_mean", "face_presence", "sync_corr",
-                   "sync_lag_frames", "duration_diff_s", "lufs", "script_wer", "qc_reasons",
+DEFAULT_COLUMNS = ["clip_id", "status", "qc_status", "csim_mean", "face_presence", "mouth_motion_speech",
+                   "pause_motion_ratio", "phone_corr", "duration_diff_s", "lufs", "script_wer", "qc_reasons",
                    "error_message"]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

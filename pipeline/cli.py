@@ -6,6 +6,8 @@
     fixtalk manifest validate FILE
     fixtalk audit OUT ...           (pipeline.audit)
     fixtalk verify CLIP...          (pipeline.verify: content credentials)
+    fixtalk qc CLIP [--portrait IMAGE] [--script TEXT | --script-file FILE] [--format json|table]
+                                    (pipeline.qc_clip: QC of one existing clip)
     fixtalk train ... / fixtalk data prepare ...   (fixtalk.train.cli)
 
 Exit codes of ``run``: 0 all clips ok, 3 some failed, 2 usage or invalid manifest, 1 systemic error.
@@ -19,10 +21,10 @@ import sys
 from typing import Sequence
 
 EXIT_USAGE = 2
-DISPATCH = {"audit": "pipeline.audit", "verify": "pipeline.verify", "train": "fixtalk.train.cli",
-            "data": "fixtalk.train.cli"}
+DISPATCH = {"audit": "pipeline.audit", "verify": "pipeline.verify", "qc": "pipeline.qc_clip",
+            "train": "fixtalk.train.cli", "data": "fixtalk.train.cli"}
 #: modules whose ``main`` takes the arguments after the command (the others get the command too)
-OWN_ARGV = ("pipeline.audit", "pipeline.verify")
+OWN_ARGV = ("pipeline.audit", "pipeline.verify", "pipeline.qc_clip")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_parser(sub)
     for name, help_text in (("audit", "list clips of a finished run by QC metric or status"),
                             ("verify", "check the content credentials (C2PA) of clips"),
+                            ("qc", "QC of one existing clip (any MP4): metrics and verdict"),
                             ("train", "train a model (see fixtalk.train)"),
                             ("data", "prepare training data (see fixtalk.train)")):
         sub.add_parser(name, help=help_text, add_help=False)

@@ -46,8 +46,14 @@ COLUMNS = [
     ("csim_min", "CSIM min", ".3f", "the least alike sampled frame"),
     ("csim_slope", "CSIM /s", "+.4f", "how the likeness changes per second (negative: drifts away)"),
     ("face_presence", "face", ".2f", "share of sampled frames with exactly one face"),
-    ("sync_corr", "sync r", ".2f", "mouth opening against the speech's loudness (coarse)"),
-    ("sync_lag_frames", "lag", ".0f", "frames the picture is late (+) or early (-) on that measure"),
+    ("mouth_motion_speech", "mouth moves", ".3f", "how much the mouth opens and closes while the "
+     "speech plays (a real speaker: about 0.07)"),
+    ("pause_motion_ratio", "moves in pauses", ".2f", "mouth motion in the speech's pauses over that "
+     "in speech (a resting mouth: well under 0.4)"),
+    ("phone_corr", "phone r", ".2f", "mouth opening against the openness of the aligned speech "
+     "sounds (with a script; real footage: about 0.2-0.3)"),
+    ("bilabial_closure", "P/B/M open", ".2f", "opening at P/B/M sounds over that at open vowels "
+     "(lips should close: low)"),
     ("lse_c", "LSE-C", ".2f", "SyncNet confidence (with SyncNet weights only)"),
     ("lse_d", "LSE-D", ".2f", "SyncNet distance (with SyncNet weights only)"),
     ("duration_diff_s", "dur diff s", "+.3f", "video length minus speech length"),
@@ -162,7 +168,7 @@ def _histograms(df: pd.DataFrame) -> str:
     from matplotlib.figure import Figure
 
     imgs = []
-    for col, label in (("csim_mean", "CSIM mean"), ("sync_corr", "sync correlation"),
+    for col, label in (("csim_mean", "CSIM mean"), ("phone_corr", "phone correlation"),
                        ("lse_c", "SyncNet LSE-C")):
         if col not in df:
             continue

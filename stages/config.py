@@ -202,10 +202,20 @@ class QCConfig:
     csim_slope_warn: float | None = -0.002  # CSIM lost per second (drift)
     face_presence_warn: float | None = 0.98
     face_presence_fail: float | None = 0.8
-    sync_corr_warn: float | None = 0.3
-    sync_corr_fail: float | None = 0.1
-    mouth_motion_fail: float | None = 0.005  # std of the mouth opening: below = a still mouth
-    sync_lag_warn: int | None = 2  # |sync_lag_frames| above this warns
+    # lip sync (docs/qc.md "Lip sync"); the loudness-envelope sync_corr / lag are never judged
+    mouth_motion_fail: float | None = 0.005  # std of the opening in speech: below = a still mouth
+    mouth_motion_low: float | None = 0.03  # below: still (fail) if pauses/phones say so, else warn
+    pause_min_s: float = 0.4  # silent stretches this long are pauses, where a mouth rests
+    pause_margin_s: float = 0.12  # left out at each side of a pause (lips part early, close late)
+    pause_min_evidence_s: float = 0.4  # pause interiors needed to judge lip jitter
+    pause_motion_warn: float | None = 0.02  # lip jitter: std of the opening in pauses above this...
+    pause_motion_ratio_warn: float | None = 0.4  # ...and above this share of the speech motion
+    phone_min_speech_s: float = 4.0  # timed spoken phones needed to judge phone_corr
+    phone_corr_warn: float | None = 0.1  # phone-openness correlation below this warns
+    phone_max_lag_frames: int = 15  # search range of the phone lag (0.6 s at 25 fps)
+    phone_lag_warn: int | None = 4  # |phone_lag_frames| from this warns, when its peak is clear
+    bilabial_min_count: int = 6  # P/B/M phones (and as many open vowels) needed to judge closure
+    bilabial_closure_warn: float | None = 0.7  # opening at P/B/M over open vowels above this warns
     lse_c_warn: float | None = 3.0
     av_offset_warn: int | None = 1  # |av_offset| above this warns
     duration_warn_s: float | None = 0.045  # |video - audio| (about one frame at 25 fps)

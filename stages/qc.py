@@ -12,8 +12,9 @@ For one rendered clip ``OUT/clips/<clip_id>.mp4`` this stage
   or a rolled / sideways / upside-down portrait reads as an upright face of a size the detector
   finds (dlib's detector wants upright faces of about 80 px or more);
 * tracks the mouth opening on every frame (landmarks in the last detected box between sampled
-  frames) against the audio envelope of the clip's own audio track (:mod:`fixtalk.measure.lipsync`), and
-  runs SyncNet when ``qc.syncnet_weights`` is given (:mod:`stages.checks.syncnet`);
+  frames) and measures it against the clip's own audio track and, when the align stage timed
+  the script's phones, against those (:mod:`fixtalk.measure.lip_sync`); runs SyncNet when
+  ``qc.syncnet_weights`` is given (:mod:`stages.checks.syncnet`);
 * probes the delivery format and loudness (:mod:`stages.media.delivery`);
 * judges the align stage's script check (``script_mismatch``, ``script_wer``) with the rest;
 * turns the thresholds into ``qc_status`` / ``qc_reasons`` (:mod:`stages.checks.rules`), writes the
@@ -33,7 +34,8 @@ import numpy as np
 
 from fixtalk.measure.faces import box_from_landmarks, detect_faces, fit_landmarks, mouth_opening
 from fixtalk.measure.identity import Embedder, cosine, csim_stats
-from fixtalk.measure.lipsync import audio_envelope, best_lag
+from fixtalk.measure.lip_sync import measure_lip_sync
+from fixtalk.measure.phone_sync import Phone, read_phones
 from stages.base import ClipError, Stage
 from stages.checks.dub_qc import dub_metrics
 from stages.checks.embedder import make_embedder
@@ -96,7 +98,7 @@ class QCStage(Stage):
         track = self._analyse_frames(clip, reference, fps, view) if metrics["vcodec"] else _empty_track()
         metrics.update(self._identity_metrics(track, fps))
         samples = self._speech(clip, row, metrics)
-        curves = self._sync_metrics(track, samples, fps, metrics)
+        curves = self._sync_metrics(track, samples, fps, metrics, row)
 
         expected_fps = float(self.config.ingest.fps)
         if row.get("dub_frames") and Path(str(row["dub_frames"])).is_file():
@@ -246,20 +248,18 @@ class QCStage(Stage):
         return np.zeros(0, np.float32)
 
     def _sync_metrics(self, track: dict[str, list], samples: np.ndarray, fps: float,
-                      metrics: dict[str, Any]) -> dict[str, Any]:
+                      metrics: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        """Lip-sync figures (:mod:`fixtalk.measure.lip_sync`) into ``metrics``; returns the curves."""
         mouth = np.array(track["mouth"], dtype=np.float64)
-        env = audio_envelope(samples, 16000, fps, len(mouth))
-        nan = math.nan
-        metrics.update({"sync_corr": nan, "sync_lag_frames": None, "mouth_motion": nan})
-        curves: dict[str, Any] = {
-            "frames": track["frame"], "csim": _jsonable(track["csim"]), "faces": track["faces"],
-            "mouth": _jsonable(mouth.tolist()), "envelope": env.round(6).tolist()}
-        if mouth.size >= 3 and np.isfinite(mouth).sum() >= 3 and samples.size:
-            corr, lag = best_lag(mouth, env, self.cfg.max_lag_frames)
-            metrics.update({"sync_corr": corr, "sync_lag_frames": int(lag),
-                            "mouth_motion": float(np.nanstd(mouth))})
+        lip, lip_curves = measure_lip_sync(
+            mouth, samples, fps, row_phones(row), pause_min_s=self.cfg.pause_min_s,
+            pause_margin_s=self.cfg.pause_margin_s, max_lag_frames=self.cfg.max_lag_frames,
+            phone_max_lag_frames=self.cfg.phone_max_lag_frames)
+        metrics.update(lip)
+        curves: dict[str, Any] = {"frames": track["frame"], "csim": _jsonable(track["csim"]),
+                                  "faces": track["faces"], **_jsonable(lip_curves)}
         if self.syncnet is not None:
-            metrics.update({"lse_c": nan, "lse_d": nan, "av_offset": None})
+            metrics.update({"lse_c": math.nan, "lse_d": math.nan, "av_offset": None})
             if len(track["crops"]) >= 6 and samples.size >= 6 * 640:
                 from stages.checks.syncnet import evaluate_sync
 
@@ -267,6 +267,14 @@ class QCStage(Stage):
                 curves["syncnet_mdist"] = res.pop("mdist")
                 metrics.update(res)
         return curves
+
+
+def row_phones(row: dict[str, Any]) -> list[Phone] | None:
+    """The phone timings the align stage saved for the row (``words_json``), None without."""
+    path = row.get("words_json")
+    if not isinstance(path, str) or not Path(path).is_file():
+        return None
+    return read_phones(path) or None
 
 
 def _empty_track() -> dict[str, list]:

@@ -47,6 +47,10 @@ def test_evaluate_reports_each_line_of_the_bar_for_the_default_model(eval_data, 
     assert 0.05 < follow["jaw_ends"] < 1.5 and 0.05 < follow["nose"] < 1.5
     assert np.isfinite([f["pose"]["yaw_probe"][k] for k in ("yaw_corr", "yaw_gain")]).all()
     assert "(d) ... a pure turn" in table and "(d) ... without shift stitching" in table
+    # (b) as lip-sync QC measures a clip, beside the envelope figure (labelled as loudness-following)
+    assert "(b) ... as QC: phone-openness corr" in table and "loudness-following" in table
+    phones = f["lipsync"]["phones"]
+    assert -1 <= phones["phone_corr"] <= 1 and phones["open_vowels"] > 0
     assert report["shift_stitching"] and np.isfinite(f["pose_unstitched"]["corr_yaw"])
     # the default model keeps the person (dlib's same-person distance) and copying is the baseline
     assert f["identity"]["max_distance"] < 0.6 and f["identity"]["no_face"] == 0

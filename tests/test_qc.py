@@ -310,11 +310,13 @@ def test_talking_face_scores_higher_sync(qc):
 
 
 @pytest.mark.parametrize("name, lag", [("lead5", 5), ("late5", -5)])
-def test_shifted_audio_reports_the_lag(qc, name, lag):
+def test_shifted_audio_reports_the_envelope_lag_without_judging_it(qc, name, lag):
+    """The loudness-envelope lag is reported (here, where the mouth was made from the envelope,
+    it is right) but never judged: on real footage it is an artefact (docs/qc.md)."""
     row = qc(name)
     assert row["sync_lag_frames"] == lag, row["qc_reasons"]
     assert row["sync_corr"] > 0.6
-    assert "|sync_lag_frames| 5 > 2" in row["qc_reasons"]
+    assert "sync_lag" not in row["qc_reasons"] and "sync_corr" not in row["qc_reasons"]
 
 
 def test_truncated_clip_fails_the_duration_check(qc):

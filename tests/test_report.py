@@ -69,7 +69,7 @@ def fake_out(tmp_path_factory) -> Path:
          "output_path": "/elsewhere/old out/clips/alice_ok.mp4",
          "subtitles_vtt": "/elsewhere/old out/clips/alice_ok.vtt", "width": 96, "height": 96,
          "qc_status": "pass", "qc_reasons": "", "csim_mean": 0.98, "csim_min": 0.97,
-         "sync_corr": 0.72, "sync_lag_frames": 0, "face_presence": 1.0, "lufs": -16.2,
+         "phone_corr": 0.72, "mouth_motion_speech": 0.06, "face_presence": 1.0, "lufs": -16.2,
          "duration_diff_s": 0.01, "t_render": 20.0, "t_qc": 10.0, "t_adapt": 0.0,
          "align_backend": "pocketsphinx", "script_wer": UNTRUSTED_WER,
          "script_aligned_share": 1.0, "adapted_checkpoint": None, "render_device": "cpu",
@@ -77,7 +77,7 @@ def fake_out(tmp_path_factory) -> Path:
         {"clip_id": "bob_warn", "status": "ok", "output_path": "clips/bob_warn.mp4",
          "subtitles_vtt": None, "width": 96, "height": 96,
          "qc_status": "warn", "qc_reasons": "identity: csim_mean 0.930 < 0.950 [dlib-resnet128] (warn)",
-         "csim_mean": 0.93, "csim_min": 0.90, "sync_corr": 0.41, "sync_lag_frames": 2,
+         "csim_mean": 0.93, "csim_min": 0.90, "phone_corr": 0.41, "mouth_motion_speech": 0.05,
          "face_presence": 1.0, "lufs": -17.0, "duration_diff_s": 0.02,
          "t_render": 40.0, "t_qc": 12.0, "t_adapt": 70.0,
          "align_backend": "whisperx", "script_wer": 0.0833, "script_aligned_share": 0.95,
@@ -87,7 +87,7 @@ def fake_out(tmp_path_factory) -> Path:
         {"clip_id": "carol_failed", "status": "failed", "output_path": None, "qc_status": None,
          "subtitles_vtt": None, "width": None, "height": None,
          "qc_reasons": None, "csim_mean": float("nan"), "csim_min": float("nan"),
-         "sync_corr": float("nan"), "sync_lag_frames": None, "face_presence": float("nan"),
+         "phone_corr": float("nan"), "mouth_motion_speech": None, "face_presence": float("nan"),
          "lufs": float("nan"), "duration_diff_s": float("nan"),
          "t_render": float("nan"), "t_qc": float("nan"), "t_adapt": float("nan"),
          "align_backend": None, "script_wer": float("nan"), "script_aligned_share": float("nan"),
@@ -128,7 +128,7 @@ def test_report_is_self_contained(fake_out):
     assert re.search(r"data-clip='bob_warn'.*<li title='identity: csim_mean 0.930 &lt; 0.950 "
                      r"\[dlib-resnet128\] \(warn\)'><span class='lvl warn'>warn</span>The face "
                      r"looks less like the portrait than it should", text)
-    assert "id='hist-csim_mean'" in text and "id='hist-sync_corr'" in text
+    assert "id='hist-csim_mean'" in text and "id='hist-phone_corr'" in text
 
 
 def test_summary_is_in_words_and_keeps_the_raw_record_in_run_json(fake_out):
@@ -208,7 +208,15 @@ def test_qc_reasons_read_as_sentences_for_what_the_qc_rules_write():
     assert "The file's video codec is hevc, expected h264." in sentences
     assert "The sound level is -30.0 LUFS; the target is -16 ± 1 LUFS." in sentences
     assert "The likeness fades during the clip (it falls by 0.0100 per second)." in sentences
-    assert "The mouth seems out of step with the speech (offset in frames 5, expected at most 2)." in sentences
+    assert not [r for r in said if "sync_lag" in r.raw or "sync_corr" in r.raw]  # reported, never judged
+    lips = {"mouth_motion_speech": 0.06, "pause_seconds": 2.0, "pause_motion_ratio": 0.9,
+            "mouth_motion_pause": 0.03, "phone_speech_s": 6.0, "phone_corr": 0.05, "bilabial_count": 8,
+            "open_vowel_count": 8, "bilabial_closure": 0.8, "fps_out": 25.0}
+    _, lip_reasons = judge({**metrics, **lips}, QCConfig(), fps=25.0, lufs_target=-16.0, wer_trusted=True)
+    lip_sentences = [r.sentence for r in reason_sentences(lip_reasons)]
+    assert "The lips stay apart on 8 P/B/M sounds: opening against 8 open vowels (lip gap on P/B/M " \
+           "0.80, expected at most 0.70)." in lip_sentences
+    assert any(x.startswith("Lip sync: the mouth moves through 2.0 s of pauses") for x in lip_sentences)
     # QC's own explanation leads, in the formats of the lip-sync checks
     assert [r.sentence for r in reason_sentences(
         "sync: mouth_motion 0.003 < 0.005 (the mouth does not move) (fail); "

@@ -55,7 +55,6 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 def detect_faces(image: np.ndarray, upsample: int = 1, min_score: float = 0.0) -> list[Face]:
     """All faces in an RGB (or grayscale) uint8 image, largest first, with 68 landmarks each."""
-    import dlib
 
     detector, predictor, _ = _dlib_models()
     rgb = _as_rgb_uint8(image)

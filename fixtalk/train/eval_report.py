@@ -23,8 +23,10 @@ def make_checks(f: dict[str, dict]) -> list[Check]:
               f"{a['psnr_own_flow']:.2f} / {a['psnr_landmark_warp']:.2f} (flow error "
               f"{a['flow_error_px']:.2f} px)", "reported", None),
         Check("(a) SSIM render vs copy-source", f"{a['ssim']:.3f} vs {a['ssim_copy']:.3f}", "reported", None),
-        Check("(b) mouth-envelope corr, speech", f"{b['corr_speech']:.3f} (best lag {b['best_lag_frames']:+d}: "
+        Check("(b) mouth-envelope corr, speech (loudness-following, not lip sync)",
+              f"{b['corr_speech']:.3f} (best lag {b['best_lag_frames']:+d}: "
               f"{b['corr_speech_best']:.3f})", ">= 0.5", b["corr_speech"] >= 0.5),
+        *_phone_checks(b.get("phones")),
         Check("(b) ... mouth motion, render / the clip's own frames (std)",
               f"{b['mouth_std_speech']:.4f} / {b['mouth_std_driver']:.4f} = {b['amplitude_ratio']:.2f}",
               "reported", None),
@@ -49,6 +51,22 @@ def make_checks(f: dict[str, dict]) -> list[Check]:
               f"{d['shift_follow']['jaw_ends']:.2f} / {d['shift_follow']['nose']:.2f}", "reported", None),
         Check("(d) ... a pure turn (the source turned +-16 deg): yaw corr / gain (1 = full)",
               f"{d['yaw_probe']['yaw_corr']:.2f} / {d['yaw_probe']['yaw_gain']:.2f}", "reported", None),
+    ]
+
+
+def _phone_checks(p: dict | None) -> list[Check]:
+    """(b) as lip-sync QC measures it (fixtalk.train.eval_phones); reported, not gated."""
+    if not p:
+        return []
+    return [
+        Check("(b) ... as QC: phone-openness corr (mean over clips)", f"{p['phone_corr']:.3f}",
+              "reported (QC warns < 0.1)", None),
+        Check("(b) ... as QC: bilabial closure (P/B/M over open vowels)",
+              f"{p['bilabial_closure']:.2f} ({p['bilabials']} / {p['open_vowels']})",
+              "reported (QC warns > 0.6)", None),
+        Check("(b) ... as QC: mouth motion in pauses / in speech",
+              f"{p['mouth_std_pauses']:.4f}, {p['pause_motion_ratio']:.2f} x ({p['pause_seconds']:.1f} s)",
+              "reported (QC warns > 0.4 x)", None),
     ]
 
 

@@ -29,7 +29,10 @@ source image of a clip is its first frame. Four groups of figures, each line pas
     weights go through the renderer's silence gate as the pipeline renders them
     (:class:`fixtalk.config.SilenceGate`); the network's raw output is reported beside it, and
     so is the size of the mouth motion against the clip's own frames (std of the opening about
-    each clip's mean, both measured with dlib);
+    each clip's mean, both measured with dlib). The envelope correlation measures loudness-
+    following, not lip sync; reported beside it, as lip-sync QC measures a clip
+    (:mod:`fixtalk.train.eval_phones`): the mouth against the clip's phones (openness-target
+    correlation, bilabial closure) and its motion in the speech's pauses;
 (c) identity: dlib's 128-d face embedding of the source vs every measured rendered frame of (a)
     and (b): pass when the largest Euclidean distance is < 0.6 (dlib's same-person threshold);
     the mean cosine similarity is reported;
@@ -58,6 +61,7 @@ import numpy as np
 from fixtalk.config import AdaptConfig, ShiftStitching, SilenceGate
 from fixtalk.shift_stitching import shift_heads, stitched_weights
 from fixtalk.train.data_format import FPS, SAMPLE_RATE, Clip, list_clips, read_clip
+from fixtalk.train.eval_phones import phone_figures
 from fixtalk.train.eval_report import make_checks, print_table
 from fixtalk.train.face_meter import FaceMeter, head_angles, mouth_track, pearson
 from fixtalk.train.pose_probe import probe
@@ -129,7 +133,7 @@ def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0,
     from fixtalk.measure.lipsync import audio_envelope, best_lag
 
     rng = np.random.default_rng(seed)
-    speech_m, speech_e, sil_m, sil_e, truth_m, driver_m = [], [], [], [], [], []
+    speech_m, speech_e, sil_m, sil_e, truth_m, driver_m, labels = [], [], [], [], [], [], []
     measured = []
     meter = FaceMeter()
     for clip in clips:
@@ -151,6 +155,7 @@ def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0,
         tracks = clip.meta.get("tracks", {})
         if "mouth_open" in tracks:
             truth_m.append(np.asarray(tracks["mouth_open"], float)[idx])
+        labels.append([clip.meta.get("visemes", ["sil"] * n)[i] for i in idx])
     sm, se, qm, qe = (np.concatenate(x) for x in (speech_m, speech_e, sil_m, sil_e))
     r_best, lag = best_lag(np.concatenate(speech_m), se, max_lag=2)
     fig = {
@@ -168,6 +173,8 @@ def eval_lipsync(renderer, clips: list[Clip], stride: int, seed: int = 0,
     fig["amplitude_ratio"] = fig["mouth_std_speech"] / max(fig["mouth_std_driver"], 1e-9)
     if truth_m:  # the ceiling: the training targets' own mouth track against the envelope
         fig["corr_ground_truth_track"] = pearson(np.concatenate(truth_m), se)
+    # as lip-sync QC measures a clip: against the phones, and in the speech's pauses
+    fig["phones"] = phone_figures(speech_m, labels, [c.audio for c in clips], FPS / stride)
     return fig, measured
 
 

@@ -7,7 +7,7 @@ Sources (both offline):
   transcription file.
 Phone timings come from pocketsphinx 5 forced alignment (10 ms frames) with its default US-English
 acoustic model and dictionary, then are mapped to viseme classes with a target mouth opening
-(inner-lip gap / mouth width) and a width factor, sampled at 25 fps.
+(inner-lip gap / mouth width) and a width factor (:mod:`fixtalk.visemes`), sampled at 25 fps.
 """
 from __future__ import annotations
 
@@ -20,45 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from fixtalk.train.data_format import FPS, SAMPLE_RATE, read_wav
+from fixtalk.visemes import CLOSED_VISEMES, VISEMES, frame_visemes
 
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
-
-# viseme class: (target opening as inner-lip gap / mouth width, width factor)
-VISEMES: dict[str, tuple[float, float]] = {
-    "sil": (0.0, 1.0),
-    "PBM": (0.0, 0.95),
-    "FV": (0.06, 1.0),
-    "TH": (0.14, 1.0),
-    "DNT": (0.13, 1.0),
-    "SH": (0.12, 0.85),
-    "R": (0.15, 0.82),
-    "W": (0.1, 0.72),
-    "AA": (0.45, 1.02),
-    "AH": (0.32, 1.0),
-    "EH": (0.3, 1.1),
-    "IY": (0.18, 1.15),
-    "OW": (0.34, 0.8),
-    "UW": (0.16, 0.72),
-    "ER": (0.2, 0.85),
-}
-CLOSED_VISEMES = ("sil", "PBM")
-
-PHONE_TO_VISEME: dict[str, str] = {
-    "P": "PBM", "B": "PBM", "M": "PBM",
-    "F": "FV", "V": "FV",
-    "TH": "TH", "DH": "TH",
-    "T": "DNT", "D": "DNT", "N": "DNT", "L": "DNT", "S": "DNT", "Z": "DNT", "K": "DNT",
-    "G": "DNT", "NG": "DNT", "HH": "DNT", "Y": "DNT",
-    "CH": "SH", "JH": "SH", "SH": "SH", "ZH": "SH",
-    "R": "R", "W": "W",
-    "AA": "AA", "AE": "AA", "AY": "AA", "AW": "AA",
-    "AH": "AH",
-    "EH": "EH", "EY": "EH",
-    "IY": "IY", "IH": "IY",
-    "AO": "OW", "OW": "OW", "OY": "OW",
-    "UW": "UW", "UH": "UW",
-    "ER": "ER",
-}
 
 # Our own sentences (common words, all in the CMU dictionary). The last ones are held out.
 SENTENCES = [
@@ -182,12 +146,7 @@ def viseme_track(phones: list[tuple[str, float, float]], num_frames: int, *, amp
     Openings are Gaussian-smoothed (``smooth`` frames) for coarticulation, scaled by
     ``amplitude``, and frames whose label is a closed viseme (silence, P/B/M) are exactly closed.
     """
-    labels = ["sil"] * num_frames
-    centres = (np.arange(num_frames) + 0.5) / FPS
-    for name, start, end in phones:
-        vis = PHONE_TO_VISEME.get(name.upper(), "sil")
-        for t in np.nonzero((centres >= start) & (centres < end))[0]:
-            labels[t] = vis
+    labels = frame_visemes(phones, num_frames, FPS)
     target_open = np.array([VISEMES[v][0] for v in labels], dtype=np.float64) * amplitude
     target_width = np.array([VISEMES[v][1] for v in labels], dtype=np.float64)
     if smooth > 0:

@@ -24,9 +24,26 @@ def talking_frames(picture: np.ndarray, audio: np.ndarray, text: str, *, size: i
     """(frames (N, size, size, 3) uint8, mouth opening track (N,)) of ``picture`` (RGB, one face;
     non-square pictures are centre-cropped to a square) speaking ``audio`` (16 kHz) whose
     transcript is ``text``; N = floor(duration * fps)."""
+    from fixtalk.train.speech import align_phones, viseme_track
+
+    seconds = len(audio) / SAMPLE_RATE
+    n25 = max(2, int(seconds * 25))
+    _, mouth_open, width = viseme_track(align_phones(audio, text), n25, amplitude=mouth_amplitude)
+    n = max(1, int(seconds * fps))
+    pick = np.minimum(np.round(np.arange(n) * 25.0 / fps).astype(int), n25 - 1)
+    frames = mouth_frames(picture, mouth_open, width, size=size, seed=seed, still=still, pick=pick)
+    return frames, np.asarray(mouth_open)[pick]
+
+
+def mouth_frames(picture: np.ndarray, mouth_open: np.ndarray, mouth_width: np.ndarray, *,
+                 size: int = 256, seed: int = 0, still: bool = False,
+                 pick: np.ndarray | None = None) -> np.ndarray:
+    """Frames (N, size, size, 3) uint8 of ``picture`` whose mouth follows the given 25 fps tracks
+    (opening as inner-lip gap / mouth width, width factor; :mod:`fixtalk.visemes`), the head
+    moving as in the synthetic set (held still with ``still``); ``pick``: the 25 fps frame
+    index of each output frame (default: every frame)."""
     import cv2
 
-    from fixtalk.train.speech import align_phones, viseme_track
     from fixtalk.train.synthetic import motion_tracks, portrait_landmarks, render_tracks
 
     h, w = picture.shape[:2]
@@ -35,16 +52,13 @@ def talking_frames(picture: np.ndarray, audio: np.ndarray, text: str, *, size: i
     square = np.ascontiguousarray(picture[y0:y0 + side, x0:x0 + side])
     lm = portrait_landmarks(square) * (size / side)
     base = cv2.resize(square, (2 * size, 2 * size), interpolation=cv2.INTER_CUBIC)
-    seconds = len(audio) / SAMPLE_RATE
-    n25 = max(2, int(seconds * 25))
-    rng = np.random.default_rng(seed)
-    _, mouth_open, width = viseme_track(align_phones(audio, text), n25, amplitude=mouth_amplitude)
-    tracks = motion_tracks(rng, n25, still=still)
-    tracks["mouth_open"], tracks["mouth_width"] = mouth_open.astype(np.float64), width.astype(np.float64)
-    n = max(1, int(seconds * fps))
-    pick = np.minimum(np.round(np.arange(n) * 25.0 / fps).astype(int), n25 - 1)
+    n25 = len(mouth_open)
+    tracks = motion_tracks(np.random.default_rng(seed), n25, still=still)
+    tracks["mouth_open"] = np.asarray(mouth_open, np.float64)
+    tracks["mouth_width"] = np.asarray(mouth_width, np.float64)
+    pick = np.arange(n25) if pick is None else pick
     frames, _ = render_tracks(base, lm, {k: np.asarray(v)[pick] for k, v in tracks.items()}, size)
-    return frames, np.asarray(mouth_open)[pick]
+    return frames
 
 
 def write_footage(frames: np.ndarray, fps: float | str, path: str | Path,

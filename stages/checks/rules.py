@@ -16,6 +16,12 @@ from stages.config import QCConfig
 #: Embedder-specific CSIM defaults: (csim_warn, csim_fail, csim_min_warn). dlib's vectors sit in a
 #: narrow cone (unrelated people ~0.88, same person ~0.98); ArcFace-style ~0.1 vs ~0.7.
 CSIM_DEFAULTS = {"dlib": (0.95, 0.91, 0.91), "onnx": (0.50, 0.30, 0.30)}
+#: A mouth below ``qc.mouth_motion_low`` in speech that moves more than this share of that in
+#: its pauses is not moving with the speech: its motion is measurement noise (a still mouth).
+MOVES_IN_SPEECH_RATIO = 0.5
+#: A phone lag is judged only at a clear peak: a correlation of at least LAG_MIN_CORR there, at
+#: least LAG_MARGIN above the correlation in sync (real footage peaked at lag 0 or -1, 0.01 above).
+LAG_MIN_CORR, LAG_MARGIN = 0.2, 0.1
 
 
 def _finite(value: Any) -> bool:
@@ -128,14 +134,91 @@ def _identity(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
 
 
 def _sync(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
-    still = v.below(m, "mouth_motion", cfg.mouth_motion_fail, "fail", "sync",
-                    " (the mouth does not move)")
-    if not still and not v.below(m, "sync_corr", cfg.sync_corr_fail, "fail", "sync"):
-        v.below(m, "sync_corr", cfg.sync_corr_warn, "warn", "sync")
-    if not still:
-        v.above(m, "sync_lag_frames", cfg.sync_lag_warn, "warn", "sync", absolute=True)
+    """Lip sync, judged only on what an offline meter can see (docs/qc.md, "Lip sync"): a mouth
+    that does not move in speech (fail), a mouth that keeps moving through its pauses (warn),
+    with strong phone evidence a mouth that does not follow the phones (warn), and SyncNet's
+    figures when its weights are given; the loudness-envelope ``sync_corr`` is never judged."""
+    if _still_mouth(v, m, cfg):
+        return
+    _lip_jitter(v, m, cfg)
+    syncnet = _finite(m.get("lse_c"))
     v.below(m, "lse_c", cfg.lse_c_warn, "warn", "syncnet")
     v.above(m, "av_offset", cfg.av_offset_warn, "warn", "syncnet", absolute=True)
+    if not syncnet:  # with SyncNet's figures the phone measures are reported, not judged
+        _phones(v, m, cfg)
+
+
+def _still_mouth(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> bool:
+    """A mouth that does not move in speech fails; True when it does (nothing else about sync
+    is judged then). Below ``mouth_motion_fail`` it does not move at all. Below
+    ``mouth_motion_low`` its motion is as small as the landmark noise of a moving head (a frozen
+    mouth on a moving synthetic head read 0.011-0.020), so the clip's own evidence decides: it fails
+    when it moves as much in the pauses as in speech, or (strong phone evidence) does not follow
+    the phones; it warns (moves little) otherwise."""
+    key = "mouth_motion_speech" if _finite(m.get("mouth_motion_speech")) else "mouth_motion"
+    value = m.get(key)
+    if not _finite(value):
+        return False
+    if v.below(m, key, cfg.mouth_motion_fail, "fail", "sync", " (the mouth does not move)"):
+        return True
+    if cfg.mouth_motion_low is None or value >= cfg.mouth_motion_low:
+        return False
+    seconds, ratio = m.get("pause_seconds"), m.get("pause_motion_ratio")
+    speech, phone_corr = m.get("phone_speech_s"), m.get("phone_corr")
+    moves_at_rest = (_finite(seconds) and seconds >= cfg.pause_min_evidence_s and _finite(ratio)
+                     and ratio > MOVES_IN_SPEECH_RATIO)
+    ignores_phones = (cfg.phone_corr_warn is not None and _finite(speech)
+                      and speech >= cfg.phone_min_speech_s and _finite(phone_corr)
+                      and phone_corr < cfg.phone_corr_warn)
+    if moves_at_rest or ignores_phones:
+        why = (f"it moves {ratio:.2f} x as much in the pauses" if moves_at_rest
+               else f"phone_corr {phone_corr:.2f}")
+        v.add("fail", f"sync: {key} {value:.3f} < {cfg.mouth_motion_low:.3f} (the mouth does not "
+                      f"move while the speech plays: {why})")
+        return True
+    v.add("warn", f"sync: {key} {value:.3f} < {cfg.mouth_motion_low:.3f} (the mouth moves little "
+                  "in speech; a real one reads 0.07-0.09)")
+    return False
+
+
+def _phone_lag(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
+    """A constant offset: the phone correlation peaks at least ``phone_lag_warn`` frames away
+    from lag 0, clearly (inside the search range, at least ``LAG_MIN_CORR`` there and
+    ``LAG_MARGIN`` above lag 0)."""
+    lag, best, at_zero = m.get("phone_lag_frames"), m.get("phone_corr_best"), m.get("phone_corr")
+    if cfg.phone_lag_warn is None or not _finite(lag) or not _finite(best) or not _finite(at_zero):
+        return
+    lag = int(lag)  # a float after a trip through Arrow
+    inside = abs(lag) < cfg.phone_max_lag_frames  # a maximum at the range's edge is no peak
+    if inside and abs(lag) >= cfg.phone_lag_warn and best >= LAG_MIN_CORR and best - at_zero >= LAG_MARGIN:
+        when = "late (the sound leads)" if lag > 0 else "early (the sound lags)"
+        v.add("warn", f"sync: the mouth is {abs(lag)} frames {when}: phone_corr {best:.2f} at "
+                      f"phone_lag_frames {lag:+d} against {at_zero:.2f} in sync (|lag| >= {cfg.phone_lag_warn})")
+
+
+def _lip_jitter(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
+    pause, ratio, seconds = (m.get(k) for k in ("mouth_motion_pause", "pause_motion_ratio", "pause_seconds"))
+    if (cfg.pause_motion_warn is None or cfg.pause_motion_ratio_warn is None or not _finite(pause)
+            or not _finite(ratio) or not _finite(seconds) or seconds < cfg.pause_min_evidence_s):
+        return
+    if pause > cfg.pause_motion_warn and ratio > cfg.pause_motion_ratio_warn:
+        v.add("warn", f"lip jitter: the mouth moves through {seconds:.1f} s of pauses in the speech "
+                      f"(mouth_motion_pause {pause:.3f} > {cfg.pause_motion_warn:.3f}, "
+                      f"{ratio:.2f} x its motion in speech > {cfg.pause_motion_ratio_warn:.2f})")
+
+
+def _phones(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
+    speech = m.get("phone_speech_s")
+    if _finite(speech) and speech >= cfg.phone_min_speech_s:
+        if not v.below(m, "phone_corr", cfg.phone_corr_warn, "warn", "sync",
+                       f" (the mouth does not follow the phones of {speech:.1f} s of aligned speech)"):
+            _phone_lag(v, m, cfg)
+    counts = (m.get("bilabial_count") or 0, m.get("open_vowel_count") or 0)
+    if min(counts) >= cfg.bilabial_min_count:
+        value, limit = m.get("bilabial_closure"), cfg.bilabial_closure_warn
+        if limit is not None and _finite(value) and value > limit:
+            v.add("warn", f"sync: bilabial_closure {value:.2f} > {limit:.2f} (the lips stay apart on "
+                          f"{counts[0]} P/B/M sounds: opening against {counts[1]} open vowels)")
 
 
 def _delivery(v: Verdict, m: dict[str, Any], cfg: QCConfig, *, fps: float,
