@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 from pipeline.config import PipelineConfig, Resources
+from pipeline.node_watch import watch_nodes
 from stages import STAGE_CLASSES, STAGE_ORDER
 
 log = logging.getLogger(__name__)
@@ -198,4 +199,5 @@ def iter_ray(df: pd.DataFrame, classes: Sequence[type], cfg: PipelineConfig) -> 
         log.info("stage %-9s pool=%d cpus=%.3g gpus=%.3g batch=%d", p.name, p.pool_size, p.num_cpus, p.num_gpus, p.batch_size)
     ds = build_dataset(df, plans, cfg, cfg.run.block_rows)
     # The caller (pipeline.run) collects garbage after the run so the stage actors are released.
-    yield from ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=0)
+    batches = ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=0)
+    yield from watch_nodes(batches, cfg.run.node_loss_grace_s)

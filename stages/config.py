@@ -294,6 +294,9 @@ class RunConfig:
     # a clip on which a stage's worker process dies (kill -9, out of memory, a native crash) is
     # tried again this many times (Ray restarts the actor), then fails with the cause
     max_retries: int = 2
+    # a node lost mid-run: stop (systemic, rerun to finish) when no clip finishes for this long
+    # after; 0 waits forever (Ray may bring the node back)
+    node_loss_grace_s: float = 120.0
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -182,3 +183,27 @@ def test_a_clip_that_kills_its_worker_fails_after_max_retries_and_the_run_goes_o
     assert (bad["error_stage"], bad["error_type"]) == ("mux", "WorkerDied")
     assert "died 2 times" in bad["error_message"] and "run.max_retries=1" in bad["error_message"]
     assert not (out / "work" / "poison" / ".attempts-mux").exists()  # --retry-failed starts afresh
+
+
+def test_a_lost_node_stops_a_run_that_makes_no_progress_instead_of_hanging():
+    import threading
+
+    from pipeline.node_watch import NodeLost, watch_nodes
+
+    stuck = threading.Event()
+
+    def batches():  # one batch, then the stages wait for resources that never come
+        yield "first"
+        stuck.wait(60)
+        yield "never"
+
+    views = iter([{"head", "second"}] + [{"head"}] * 1000)  # the second node leaves after the start
+    got = []
+    with pytest.raises(NodeLost, match="node second left the cluster.*run the same command again"):
+        for item in watch_nodes(batches(), grace_s=0.5, poll_s=0.05, nodes=lambda: next(views)):
+            got.append(item)
+    stuck.set()
+    assert got == ["first"]
+    # no node lost: a slow stage is waited for, however long it takes
+    slow = (time.sleep(0.3) or i for i in range(2))
+    assert list(watch_nodes(slow, grace_s=0.1, poll_s=0.05, nodes=lambda: {"head"})) == [0, 1]
