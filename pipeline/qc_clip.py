@@ -127,7 +127,8 @@ def measure(clip: Path, *, portrait: str | None, script: str | None, config,
                                "first frame of the clip" if reference else "none (no face found)")
         drop = {"out_dir", "work_dir", "qc_json", "qc_plot", "subtitle_srt", "subtitle_vtt",
                 "words_json", "portrait"}
-        return {"clip": str(clip), **{k: v for k, v in out.items() if k not in drop}}
+        return {"clip": str(clip), **{k: v for k, v in out.items()
+                                      if k not in drop and not k.startswith("node_")}}
 
 
 def _plain(value: Any) -> Any:
