@@ -169,7 +169,7 @@ def _ensure_ray(cfg: PipelineConfig) -> bool:
     if cfg.run.ray_address:
         ray.init(address=cfg.run.ray_address, **kwargs)
     else:
-        ray.init(num_cpus=cfg.run.num_cpus or os.cpu_count(), **kwargs)
+        ray.init(address="local", num_cpus=cfg.run.num_cpus or os.cpu_count(), **kwargs)
     return True
 
 
