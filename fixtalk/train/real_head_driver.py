@@ -38,16 +38,18 @@ class RealHeadMotion:
     shift: float = 0.04  # sideways shift at full yaw, fraction of the crop
     jitter: float = 0.6  # per-frame noise of the angles (deg); shifts 0.002, scale 0.003 per deg
     talking: bool = True  # the driver's mouth moves (speech) and its eyes blink
-    turn_seconds: float = 1.6  # a turn from one held yaw to the next
+    turn_seconds: float = 1.0  # a turn from one held yaw to the next
 
 
 def _held_turns(rng: np.random.Generator, n: int, amplitude: float, turn: int, fps: int) -> np.ndarray:
-    """Yaw that holds a pose for 0.4-1.2 s then turns (cosine ease over ``turn`` frames) to the
-    next target; targets alternate sides and reach +-``amplitude``."""
+    """Yaw that starts turned to one side, holds a pose for 0.3-0.9 s, then turns (cosine ease
+    over ``turn`` frames) to the next target; targets alternate sides and reach +-``amplitude``
+    (now and then only back towards the front)."""
     out = np.zeros(n)
-    t, current, side = 0, 0.0, float(rng.choice([-1.0, 1.0]))
+    side = float(rng.choice([-1.0, 1.0]))
+    t, current = 0, -side * amplitude * float(rng.uniform(0.6, 1.0))  # the clip starts turned
     while t < n:
-        hold = int(rng.uniform(0.4, 1.2) * fps)
+        hold = int(rng.uniform(0.3, 0.9) * fps)
         out[t:t + hold] = current
         t += hold
         target = side * amplitude * float(rng.uniform(0.6, 1.0))
