@@ -6,8 +6,9 @@ Figures of a clip rendered from one source portrait with the head motion of a dr
 * ``face_presence``: share of frames where dlib's detector finds exactly one face (the QC
   stage's ``face_presence``; a stretched or sheared face is not found);
 * ``csim_mean`` / ``csim_min``: cosine similarity of dlib's identity embedding of each frame to
-  that of the *still render* (the source driven by its own weights; the QC identity line);
-* ``shape_error``: the non-rigid part of the face's motion. The source's rigid dlib-68 points
+  that of the source portrait (the QC identity line), beside ``csim_still``: the same for the
+  *still render* (the source driven by its own weights, what a clip without a pose video shows);
+* ``shape_error``: the non-rigid part of the face's motion. The still render's rigid dlib-68 points
   (:data:`fixtalk.shift_stitching.RIGID_POINTS`: jaw, brows, nose, eye corners) are moved by the
   best head motion of the pseudo-depth head model (:func:`fixtalk.shift_stitching.fit_one`: yaw,
   pitch, roll, scale, shift) onto each frame's; the RMS residual, over the inter-ocular distance,
@@ -29,6 +30,7 @@ UPSCALE_TO = 256  # dlib's detector misses faces in 64-128 px crops: measure on 
 @dataclass
 class PoseFidelity:
     face_presence: float
+    csim_still: float
     csim_mean: float
     csim_min: float
     shape_error: float
@@ -44,7 +46,8 @@ class PoseFidelity:
         return asdict(self)
 
     def line(self) -> str:
-        return (f"presence {self.face_presence:.2f}  csim {self.csim_mean:.3f} (min {self.csim_min:.3f})  "
+        return (f"presence {self.face_presence:.2f}  csim {self.csim_mean:.3f} (min {self.csim_min:.3f}; "
+                f"still {self.csim_still:.3f})  "
                 f"shape {self.shape_error:.3f} (p90 {self.shape_error_p90:.3f}, sim {self.similarity_error:.3f})  "
                 f"yaw {self.yaw_corr:.2f}/{self.yaw_gain:.2f}  roll {self.roll_corr:.2f}/{self.roll_gain:.2f}")
 
@@ -83,22 +86,24 @@ def rigid_residuals(reference: np.ndarray, landmarks: np.ndarray) -> tuple[np.nd
     return head, sim
 
 
-def measure(renders: np.ndarray, still: np.ndarray, driver_landmarks: np.ndarray) -> PoseFidelity:
-    """Figures of the module docstring: ``renders`` (N, S, S, 3) uint8 of the source driven by a
-    video whose frames had ``driver_landmarks`` (N, 68, 2, any pixel scale), ``still`` (S, S, 3)
-    the source's still render."""
+def measure(renders: np.ndarray, source: np.ndarray, still: np.ndarray,
+            driver_landmarks: np.ndarray) -> PoseFidelity:
+    """Figures of the module docstring: ``renders`` (N, S, S, 3) uint8 of the ``source`` portrait
+    (S, S, 3) driven by a video whose frames had ``driver_landmarks`` (N, 68, 2, any pixel
+    scale); ``still`` (S, S, 3): the source's still render."""
     from fixtalk.train.face_meter import head_angles, pearson
     from fixtalk.train.pose_probe import slope
     from stages.faces import detect_faces, face_embedding, fit_landmarks
     from stages.identity import cosine
 
     big, _ = _upscaled(np.asarray(renders))
-    still_big, _ = _upscaled(np.asarray(still)[None])
-    ref_faces = detect_faces(still_big[0], upsample=1)
-    if not ref_faces:
-        raise ValueError("no face found in the still render")
-    ref_emb = face_embedding(still_big[0], ref_faces[0])
-    ref_lm = fit_landmarks(still_big[0], ref_faces[0].box)
+    (source_big, still_big), _ = _upscaled(np.stack([source, still]))
+    found = [detect_faces(img, upsample=1) for img in (source_big, still_big)]
+    if not (found[0] and found[1]):
+        raise ValueError("no face found in the source portrait or its still render")
+    ref_emb = face_embedding(source_big, found[0][0])
+    csim_still = cosine(ref_emb, face_embedding(still_big, found[1][0]))
+    ref_lm = fit_landmarks(still_big, found[1][0].box)
     counts, csim = [], []
     lms = np.full((len(big), 68, 2), np.nan)
     for i, frame in enumerate(big):
@@ -111,7 +116,7 @@ def measure(renders: np.ndarray, still: np.ndarray, driver_landmarks: np.ndarray
     a_out, a_drv = head_angles(lms), head_angles(np.asarray(driver_landmarks, np.float64))
     csim_arr = np.asarray(csim) if csim else np.array([np.nan])
     return PoseFidelity(
-        face_presence=float(np.mean(np.asarray(counts) == 1)),
+        face_presence=float(np.mean(np.asarray(counts) == 1)), csim_still=float(csim_still),
         csim_mean=float(np.nanmean(csim_arr)), csim_min=float(np.nanmin(csim_arr)),
         shape_error=float(np.nanmean(head_err)), shape_error_p90=float(np.nanpercentile(head_err, 90)),
         similarity_error=float(np.nanmean(sim_err)),
