@@ -258,7 +258,7 @@ class MotionStage(Stage):
         from fixtalk.train.face_meter import FaceMeter
 
         meter, k = FaceMeter(), self.runtime.size / LANDMARK_CROP
-        return np.concatenate([meter.landmarks(chunk, detect=False) * k
+        return np.concatenate([meter.landmarks(chunk, detect=True) * k
                                for chunk in self._video_crops(row, "pose_video", matrix, LANDMARK_CROP)])
 
     def _video_matrix(self, row: dict[str, Any], field: str) -> np.ndarray:
