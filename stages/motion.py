@@ -6,12 +6,16 @@ alpha_exp_t]`` (lip 20, pose 6, expression 10 weights over the orthonormal motio
 * ``alpha_lip`` (T, lip_dim): Audio2Lip on the 16 kHz speech, held at rest where the audio is
   silent (``motion.silence_gate``, :class:`fixtalk.config.SilenceGate`), smoothed over
   ``motion.lip_smoothing_sigma`` frames; T = floor(samples / 640) frames at 25 fps;
-* ``alpha_pose`` (T, pose_dim): the pose bank weights of each ``pose_video`` frame (one fixed crop
-  for the whole video, so the head's motion stays in the frame), played back and forth when the
-  video is shorter than the speech; without a pose video, the portrait's own pose, held. With
-  ``motion.shift_stitching`` (default) each frame's head is moved back by its shift before the
-  encoder reads it, and ``head_motion`` (T, 6) keeps the head motion fitted to its landmarks,
-  whose shift the render puts back rigidly (:mod:`fixtalk.shift_stitching`);
+* ``alpha_pose`` (T, pose_dim): per ``pose_video`` frame (one fixed crop for the whole video, so
+  the head's motion stays in the frame; landmarks detected on every frame), played back and forth
+  when the video is shorter than the speech; without a pose video, the portrait's own pose, held.
+  With ``motion.pose_track.mode=rigid`` (default) the pose bank weights of the *portrait* turned,
+  tilted and scaled by the video's fitted rigid head motion (smoothed and bounded,
+  :mod:`fixtalk.pose_track`), so the video's face never reaches the encoder; ``relative`` /
+  ``frames`` read the video's own frames. With ``motion.shift_stitching`` (default)
+  ``head_motion`` (T, 6) keeps the head motion, whose shift the render puts back rigidly
+  (:mod:`fixtalk.shift_stitching`; in the frame modes each frame's head is moved back by its
+  shift before the encoder reads it);
 * ``alpha_exp`` (T, exp_dim), optional: the ``emotion`` label's weights times its intensity, held,
   or the expression weights of each ``expression_video`` frame (back and forth as above).
 
