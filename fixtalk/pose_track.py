@@ -63,13 +63,13 @@ def rigid_pose_frames(crop: np.ndarray, landmarks: np.ndarray, head: np.ndarray)
     columns are ignored (the head stays where the portrait has it)."""
     import cv2
 
-    from fixtalk.shift_stitching import _motion
+    from fixtalk.shift_stitching import as_motion
     from fixtalk.train.face_warp import render_head
 
     size = int(crop.shape[0])
     base = cv2.resize(np.ascontiguousarray(crop), (2 * size, 2 * size), interpolation=cv2.INTER_CUBIC)
     lm = np.asarray(landmarks, np.float64)
-    return np.stack([render_head(base, lm, _motion(p, shift=False), size)[0] for p in np.asarray(head)])
+    return np.stack([render_head(base, lm, as_motion(p, shift=False), size)[0] for p in np.asarray(head)])
 
 
 def rigid_pose_weights(renderer, crop: np.ndarray, landmarks: np.ndarray, head: np.ndarray,

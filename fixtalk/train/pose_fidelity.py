@@ -66,7 +66,7 @@ def rigid_residuals(reference: np.ndarray, landmarks: np.ndarray) -> tuple[np.nd
     """Per frame, RMS residual / inter-ocular distance of the rigid points of ``landmarks``
     (N, 68, 2) after the best head-model motion (first) and the best similarity (second) of
     ``reference`` (68, 2). NaN for frames without landmarks."""
-    from fixtalk.shift_stitching import RIGID_POINTS, _motion, fit_one
+    from fixtalk.shift_stitching import RIGID_POINTS, as_motion, fit_one
     from fixtalk.train import face_warp
     from stages.identity import similarity_transform
 
@@ -77,7 +77,7 @@ def rigid_residuals(reference: np.ndarray, landmarks: np.ndarray) -> tuple[np.nd
         if not np.isfinite(lm).all():
             continue
         p = fit_one(ref, lm)
-        moved = face_warp.head_transform(ref[RIGID_POINTS], ref, _motion(p),
+        moved = face_warp.head_transform(ref[RIGID_POINTS], ref, as_motion(p),
                                          depth=face_warp._DEPTH[RIGID_POINTS])
         head[i] = np.sqrt(((moved - lm[RIGID_POINTS]) ** 2).sum(1).mean()) / iod
         m = similarity_transform(ref[RIGID_POINTS], lm[RIGID_POINTS])
