@@ -72,6 +72,31 @@ class ShiftStitching:
 
 
 @dataclass
+class PoseTrack:
+    """Inference policy (not part of EDTalk/FixTalk, :mod:`fixtalk.pose_track`): what of a pose
+    video's head motion drives the pose bank.
+
+    ``mode``: ``rigid`` (default) fits the video's rigid head motion to its landmarks and reads
+    alpha_pose off the *portrait* turned, tilted and scaled by it (no pixel of the driver's face
+    reaches the generator); ``relative`` uses the driver's own pose weights relative to their
+    median, added to the portrait's; ``frames`` is EDTalk's absolute read-out of each frame.
+    ``pose_scale`` multiplies the head angles (rigid) or the weights' deviation (relative);
+    ``max_yaw`` / ``max_pitch`` / ``max_roll`` (degrees) and ``max_log_scale`` softly bound the
+    fitted motion (b tanh(x / b)) to what the model was trained and adapted on
+    (:data:`fixtalk.train.data_format.HEAD_TRACKS`: yaw +-16, pitch +-8, roll +-7 degrees, scale
+    +-5 %, each a sum of sinusoids that peaks up to about 1.5 times that); ``smoothing_sigma``
+    (frames) smooths the fitted track, whose landmark fit jitters on real video."""
+
+    mode: str = "rigid"  # rigid | relative | frames
+    pose_scale: float = 1.0
+    max_yaw: float = 20.0
+    max_pitch: float = 12.0
+    max_roll: float = 12.0
+    max_log_scale: float = 0.1
+    smoothing_sigma: float = 2.0
+
+
+@dataclass
 class PixelWarp:
     """Inference policy (not part of EDTalk/FixTalk, :mod:`fixtalk.pixel_warp`): the source's own
     pixels, moved by the generator's finest flow, wherever the generator only moves them.

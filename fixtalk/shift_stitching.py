@@ -42,7 +42,9 @@ _RING_DEPTH = 0.3  # the ring around the head moves as the synthetic warp moves 
 LIMITS = np.array([45.0, 45.0, 45.0, 0.4, 0.25, 0.25])
 
 
-def _motion(p: np.ndarray, shift: bool = True) -> Motion:
+def as_motion(p: np.ndarray, shift: bool = True) -> Motion:
+    """The :class:`fixtalk.train.face_warp.Motion` of one row p of :data:`PARAMS` (without its
+    shift when ``shift`` is False)."""
     return Motion(yaw=float(p[0]), pitch=float(p[1]), roll=float(p[2]), scale=float(np.exp(p[3])),
                   tx=float(p[4]) if shift else 0.0, ty=float(p[5]) if shift else 0.0)
 
@@ -55,7 +57,7 @@ def fit_one(reference: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     depth = face_warp._DEPTH[RIGID_POINTS]
 
     def residual(p: np.ndarray) -> np.ndarray:
-        return (face_warp.head_transform(ref, reference, _motion(p), depth=depth) - target).ravel()
+        return (face_warp.head_transform(ref, reference, as_motion(p), depth=depth) - target).ravel()
 
     return least_squares(residual, np.zeros(6)).x
 
@@ -121,7 +123,7 @@ def shift_heads(frames: np.ndarray, portrait_landmarks: np.ndarray, params: np.n
     ``params``' shift; the face points are placed where the head model puts them for the frame's
     turn, tilt and scale."""
     lm = np.asarray(portrait_landmarks, np.float64)
-    placed = np.stack([face_warp.head_transform(lm, lm, _motion(p, shift=False)) for p in params])
+    placed = np.stack([face_warp.head_transform(lm, lm, as_motion(p, shift=False)) for p in params])
     return move_heads(frames, placed, shift_pixels(params, lm))
 
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from fixtalk.config import AdaptConfig, FootageFitConfig, PixelWarp, ShiftStitching, SilenceGate
+from fixtalk.config import AdaptConfig, FootageFitConfig, PixelWarp, PoseTrack, ShiftStitching, SilenceGate
 
 
 @dataclass
@@ -63,6 +63,9 @@ class MotionConfig:
     # a pose video's head shift is taken out before the encoder and put back rigidly on the render
     # (fixtalk.shift_stitching), so the generator never renders a shift as a turn
     shift_stitching: ShiftStitching = field(default_factory=ShiftStitching)
+    # what of a pose video's head motion drives the pose bank (fixtalk.pose_track): by default its
+    # rigid head motion, smoothed and bounded, read off the portrait turned by it (mode=rigid)
+    pose_track: PoseTrack = field(default_factory=PoseTrack)
     emotion_intensity: float = 1.0
     driving_landmark_frames: int = 9  # frames sampled to place the fixed crop of a driving video
     chunk_frames: int = 32  # driving frames per motion-encoder call

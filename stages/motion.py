@@ -6,12 +6,16 @@ alpha_exp_t]`` (lip 20, pose 6, expression 10 weights over the orthonormal motio
 * ``alpha_lip`` (T, lip_dim): Audio2Lip on the 16 kHz speech, held at rest where the audio is
   silent (``motion.silence_gate``, :class:`fixtalk.config.SilenceGate`), smoothed over
   ``motion.lip_smoothing_sigma`` frames; T = floor(samples / 640) frames at 25 fps;
-* ``alpha_pose`` (T, pose_dim): the pose bank weights of each ``pose_video`` frame (one fixed crop
-  for the whole video, so the head's motion stays in the frame), played back and forth when the
-  video is shorter than the speech; without a pose video, the portrait's own pose, held. With
-  ``motion.shift_stitching`` (default) each frame's head is moved back by its shift before the
-  encoder reads it, and ``head_motion`` (T, 6) keeps the head motion fitted to its landmarks,
-  whose shift the render puts back rigidly (:mod:`fixtalk.shift_stitching`);
+* ``alpha_pose`` (T, pose_dim): per ``pose_video`` frame (one fixed crop for the whole video, so
+  the head's motion stays in the frame; landmarks detected on every frame), played back and forth
+  when the video is shorter than the speech; without a pose video, the portrait's own pose, held.
+  With ``motion.pose_track.mode=rigid`` (default) the pose bank weights of the *portrait* turned,
+  tilted and scaled by the video's fitted rigid head motion (smoothed and bounded,
+  :mod:`fixtalk.pose_track`), so the video's face never reaches the encoder; ``relative`` /
+  ``frames`` read the video's own frames. With ``motion.shift_stitching`` (default)
+  ``head_motion`` (T, 6) keeps the head motion, whose shift the render puts back rigidly
+  (:mod:`fixtalk.shift_stitching`; in the frame modes each frame's head is moved back by its
+  shift before the encoder reads it);
 * ``alpha_exp`` (T, exp_dim), optional: the ``emotion`` label's weights times its intensity, held,
   or the expression weights of each ``expression_video`` frame (back and forth as above).
 
@@ -37,12 +41,13 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from fixtalk.shift_stitching import fit_head_motion, stabilise
+from fixtalk import pose_track
+from fixtalk.shift_stitching import stabilise
 from manifests.schema import EMOTIONS, INTENSITY_RANGE
 from stages.base import ClipError, Stage
 from stages.config import PipelineConfig
 from stages.face.alignment import warp_to_crop
-from stages.face_crop import fixed_video_transform, make_finder
+from stages.face_crop import fixed_video_transform, load_crop_landmarks, make_finder
 from stages.ingest import present, work_dir_of
 from stages.media.av import MediaError, iter_video_frames
 from stages.rendering.runtime import load_runtime
@@ -86,6 +91,9 @@ class MotionStage(Stage):
         if self.cfg.shift_stitching.reference not in ("median", "first"):
             raise ValueError(f"motion.shift_stitching.reference={self.cfg.shift_stitching.reference!r}: "
                              "expected 'median' or 'first'")
+        if self.cfg.pose_track.mode not in pose_track.MODES:
+            raise ValueError(f"motion.pose_track.mode={self.cfg.pose_track.mode!r}: expected one of "
+                             f"{', '.join(pose_track.MODES)}")
         self.runtime = load_runtime(config)
         self._finder = None
 
@@ -114,11 +122,9 @@ class MotionStage(Stage):
         crop = np.asarray(Image.open(row["face_crop"]).convert("RGB"))
         arrays = {"alpha_lip": lip}
         if present(row.get("pose_video_25")):
-            if self.cfg.shift_stitching.enabled:
-                pose, head = self._stitched_pose(row)
+            pose, head = self._video_pose(row, crop)
+            if head is not None:
                 arrays["head_motion"] = head[pingpong_index(len(head), frames)]
-            else:
-                pose = self._video_weights(row, "pose_video")["pose"]
             arrays["alpha_pose"] = pose[pingpong_index(len(pose), frames)]
             pose_source = "pose_video"
         else:
@@ -224,27 +230,40 @@ class MotionStage(Stage):
                     parts.setdefault(key, []).append(_to_numpy(value))
         return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
 
-    def _stitched_pose(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """(alpha_pose, head motion (T, 6)) of the pose video with shift stitching
-        (:mod:`fixtalk.shift_stitching`): landmarks of each frame's fixed crop, measured at
-        ``LANDMARK_CROP`` px and scaled to the model's crop; the head motion fitted to them; the
-        encoder reads the crops with each head moved back by its shift."""
-        from fixtalk.train.face_meter import FaceMeter
-
-        size = self.runtime.size
+    def _video_pose(self, row: dict[str, Any], crop: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(alpha_pose (T, pose_dim), head motion (T, 6) whose shift the render puts back, or
+        None) of the pose video, as ``motion.pose_track.mode`` says (:mod:`fixtalk.pose_track`):
+        ``rigid`` reads the pose off the portrait moved by the video's conditioned rigid head
+        motion; ``relative`` / ``frames`` off the video's own crops (relative to their median /
+        as they are), each head moved back by its shift first with ``motion.shift_stitching``."""
+        track, stitching = self.cfg.pose_track, self.cfg.shift_stitching
+        if track.mode == "frames" and not stitching.enabled:
+            return self._video_weights(row, "pose_video")["pose"], None
         matrix = self._video_matrix(row, "pose_video")
-        meter = FaceMeter()
-        lms = np.concatenate([meter.landmarks(chunk, detect=False) * (size / LANDMARK_CROP)
-                              for chunk in self._video_crops(row, "pose_video", matrix, LANDMARK_CROP)])
-        stitching = self.cfg.shift_stitching
+        lms = self._video_landmarks(row, matrix)
         try:
-            head = fit_head_motion(lms, stitching.smoothing_sigma,
-                                   reference=0 if stitching.reference == "first" else None)
+            head = pose_track.video_head(lms, track, stitching)
         except ValueError as exc:
             raise ClipError(f"{exc} of the video; give a video of one face seen from the front",
                             field="pose_video", error_type="NoFace") from exc
-        pose = self._video_weights(row, "pose_video", head, lms, matrix)["pose"]
-        return pose, head.astype(np.float32)
+        if track.mode == "rigid":
+            portrait_lm = load_crop_landmarks(row["face_transform"])
+            pose = pose_track.rigid_pose_weights(self.runtime.renderer, crop, portrait_lm, head)
+        else:
+            pose = self._video_weights(row, "pose_video", head if stitching.enabled else None, lms, matrix)["pose"]
+            if track.mode == "relative":
+                own = _to_numpy(self.runtime.renderer.motion_weights(crop[None])["pose"])
+                pose = pose_track.relative_pose_weights(pose, own, track)
+        return pose, (head.astype(np.float32) if stitching.enabled else None)
+
+    def _video_landmarks(self, row: dict[str, Any], matrix: np.ndarray) -> np.ndarray:
+        """dlib-68 landmarks (T, 68, 2) of the pose video's fixed crops, measured at
+        ``LANDMARK_CROP`` px and scaled to the model's crop."""
+        from fixtalk.train.face_meter import FaceMeter
+
+        meter, k = FaceMeter(), self.runtime.size / LANDMARK_CROP
+        return np.concatenate([meter.landmarks(chunk, detect=True) * k
+                               for chunk in self._video_crops(row, "pose_video", matrix, LANDMARK_CROP)])
 
     def _video_matrix(self, row: dict[str, Any], field: str) -> np.ndarray:
         """The one crop transform (model-crop pixels) of the driving video ``field``

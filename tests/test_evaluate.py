@@ -32,12 +32,13 @@ def eval_data(tmp_path_factory):
 
 def test_evaluate_reports_each_line_of_the_bar_for_the_default_model(eval_data, tmp_path, capsys):
     out = tmp_path / "report.json"
-    rc = main(["--data", str(eval_data), "--recon-frames", "4", "--stride", "3", "--json", str(out)])
+    rc = main(["--data", str(eval_data), "--recon-frames", "4", "--stride", "3", "--real-motion-frames", "30",
+               "--json", str(out)])
     report = json.loads(out.read_text())
     assert rc == (0 if report["passed"] else 1)
     assert report["clips"] == ["eval_0000", "eval_0001", "eval_0002"] and report["adapted"] is None
     gated = {c["name"][:3] for c in report["checks"] if c["passed"] is not None}
-    assert gated == {"(a)", "(b)", "(c)", "(d)"}
+    assert gated == {"(a)", "(b)", "(c)", "(d)", "(e)"}
     table = capsys.readouterr().out
     assert "(d) head yaw corr driver/render" in table and ("ALL PASS" in table or "SOME CHECKS FAILED" in table)
     f = report["figures"]
@@ -54,6 +55,12 @@ def test_evaluate_reports_each_line_of_the_bar_for_the_default_model(eval_data, 
     assert report["shift_stitching"] and np.isfinite(f["pose_unstitched"]["corr_yaw"])
     # the default model keeps the person (dlib's same-person distance) and copying is the baseline
     assert f["identity"]["max_distance"] < 0.6 and f["identity"]["no_face"] == 0
+    # (e): a real-amplitude pose video of another face keeps the held-out face; EDTalk's read-out of
+    # the same drivers is reported beside it
+    e = f["real_motion"]
+    assert "(e) real head motion: face presence" in table and e["mode"] == "rigid"
+    assert e["face_presence"] >= 0.95 and e["csim_mean"] >= e["csim_still"] - 0.02
+    assert np.isfinite(e["frames_mode"]["shape_error"]) and len(e["per_driver"]) == 2
     assert np.isfinite(f["reconstruction"]["psnr"]) and 10.0 < f["reconstruction"]["psnr_copy"] < 40.0
 
 

@@ -391,3 +391,24 @@ def test_faces_in_full_pictures_are_measured_where_the_face_crop_found_them(stag
     assert abs(full["csim_mean"] - upright["csim_mean"]) < 0.03
     blind = QCStage(PipelineConfig()).run_row({**row, "face_transform": None})
     assert blind["face_presence"] == 0.0 and blind["qc_status"] == "fail"
+
+
+def shear_face(image: np.ndarray, amount: float) -> np.ndarray:
+    """The face sheared sideways (the lower face slides against the eyes by ``amount`` of the
+    crop's height per crop height) and stretched vertically, then blurred: the distortion of
+    issue #19's render from a real pose video of another person."""
+    import cv2
+
+    h, w = image.shape[:2]
+    m = np.array([[1.0, amount, -amount * h / 2], [0.0, 1.0 + abs(amount) * 0.6, -abs(amount) * 0.3 * h]])
+    return cv2.GaussianBlur(cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT), (0, 0), 1.5)
+
+
+def test_a_face_sheared_from_frame_to_frame_fails_qc(stage, media, qc, tmp_path):
+    """A render whose face is stretched and sheared from frame to frame (a pose video that
+    distorts the face) fails QC on face presence, where the same speech without it passes it."""
+    frames = [shear_face(f, 0.55 * np.sin(i / 2.0)) for i, f in enumerate(talking_frames(media, 12.0))]
+    row = stage.run_row(qc_row(media, make_clip(tmp_path / "sheared.mp4", frames, media["wav"]), tmp_path))
+    assert row["status"] == "ok", row.get("error_message")
+    assert row["face_presence"] < 0.8 <= qc("talking")["face_presence"]
+    assert row["qc_status"] == "fail" and "face" in row["qc_reasons"]

@@ -127,6 +127,9 @@ def test_motion_render_mux_full_frame_with_pose_video_and_emotion(setup, tmp_pat
 def test_without_shift_stitching_the_encoder_reads_the_pose_videos_own_frames(setup, tmp_path):
     d = setup["dir"]
     cfg = dataclasses.replace(setup["cfg"])
+    # the encoder reads the video's own frames only in EDTalk's mode (motion.pose_track.mode)
+    cfg.motion = dataclasses.replace(cfg.motion, pose_track=dataclasses.replace(cfg.motion.pose_track,
+                                                                                mode="frames"))
     row = make_row(tmp_path, "plain", d, pose_video=str(d / "pose.mp4"))
     for stage in (IngestStage, FaceCropStage):
         row = stage(cfg).run_row(row)

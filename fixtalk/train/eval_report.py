@@ -51,6 +51,26 @@ def make_checks(f: dict[str, dict]) -> list[Check]:
               f"{d['shift_follow']['jaw_ends']:.2f} / {d['shift_follow']['nose']:.2f}", "reported", None),
         Check("(d) ... a pure turn (the source turned +-16 deg): yaw corr / gain (1 = full)",
               f"{d['yaw_probe']['yaw_corr']:.2f} / {d['yaw_probe']['yaw_gain']:.2f}", "reported", None),
+        *(real_motion_checks(f["real_motion"]) if "real_motion" in f else []),
+    ]
+
+
+def real_motion_checks(e: dict) -> list[Check]:
+    """(e): the held-out portrait driven by real-amplitude, jittery pose videos of another face."""
+    old = e["frames_mode"]
+    return [
+        Check("(e) real head motion: face presence", f"{e['face_presence']:.2f}", ">= 0.95",
+              e["face_presence"] >= 0.95),
+        Check("(e) ... identity cosine, render / still render", f"{e['csim_mean']:.3f} / {e['csim_still']:.3f} "
+              f"({e['csim_mean'] - e['csim_still']:+.3f})", ">= still - 0.02",
+              e["csim_mean"] >= e["csim_still"] - 0.02),
+        Check("(e) ... head yaw corr driver/render (gain)", f"{e['yaw_corr']:.3f} ({e['yaw_gain']:.2f})", ">= 0.5",
+              e["yaw_corr"] >= 0.5),
+        Check("(e) ... head roll corr (gain); shape error [IOD]",
+              f"{e['roll_corr']:.3f} ({e['roll_gain']:.2f}); {e['shape_error']:.3f}", "reported", None),
+        Check("(e) ... EDTalk's read-out (mode=frames): presence; csim; shape; yaw corr",
+              f"{old['face_presence']:.2f}; {old['csim_mean']:.3f}; {old['shape_error']:.3f}; {old['yaw_corr']:.3f}",
+              "reported", None),
     ]
 
 

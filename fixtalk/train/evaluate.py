@@ -44,6 +44,13 @@ source image of a clip is its first frame. Four groups of figures, each line pas
     synthetic tracks (``meta.tracks``) to show the measurement itself is sound. Reported beside
     it, from single-axis probes (:mod:`fixtalk.train.pose_probe`): how far the jaw ends and the
     nose follow a pure sideways shift (1 = a rigid head), and how a pure turn is followed.
+(e) real head motion (:mod:`fixtalk.train.real_motion_eval`): the first clip's source driven,
+    pose only, by pose videos of another face that move like real heads (yaw to +-30 degrees,
+    fast nods, roll, shift, a talking mouth, jitter), read as the pipeline reads a pose video
+    (``motion.pose_track``); pass when the face is found in >= 95 % of the frames, its identity
+    (dlib cosine to the source) is within 0.02 of the still render's and its yaw follows the
+    driver's (r >= 0.5). The non-rigid shape error, roll and EDTalk's read-out of the same
+    drivers (``mode=frames``) are reported beside it.
 
 Exit status 0 when every line passes, 1 otherwise, 2 on bad arguments/data.
 """
@@ -65,6 +72,7 @@ from fixtalk.train.eval_phones import phone_figures
 from fixtalk.train.eval_report import make_checks, print_table
 from fixtalk.train.face_meter import FaceMeter, head_angles, mouth_track, pearson
 from fixtalk.train.pose_probe import probe
+from fixtalk.train.real_motion_eval import eval_real_motion
 from fixtalk.train.warp_targets import flow_diagnosis
 
 SILENCE_RMS = 1e-3  # -60 dBFS white noise: "silence" with a real (tiny) signal
@@ -240,14 +248,15 @@ def eval_pose(renderer, clips: list[Clip], stride: int, stitching: ShiftStitchin
 def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_clips: int = 5,
              recon_frames: int = 16, stride: int = 2, log=print, relative_flow: bool = True,
              adapt: bool = False, pixel_warp: bool = True, recipe: AdaptConfig | None = None,
-             shift_stitching: bool = True) -> dict:
+             shift_stitching: bool = True, real_motion_frames: int = 100) -> dict:
     """Run (a)-(d) on the held-out clips; returns {"figures", "checks", "passed", ...}.
     ``relative_flow``: render as the pipeline does by default (``render.relative_flow``).
     ``adapt``: first adapt the model to the held-out portrait (:func:`adapted_for_eval`), as the
     pipeline does with ``adapt.enabled=true``; ``pixel_warp``: the source-pixel warp
     (``render.pixel_warp``); ``recipe``: the adaptation's settings (default ``AdaptConfig()``);
     ``shift_stitching``: (a) and (d) driven as the pipeline drives a pose video
-    (``motion.shift_stitching``); (d) without it is reported beside it."""
+    (``motion.shift_stitching``); (d) without it is reported beside it; ``real_motion_frames``:
+    frames of each real-motion driver of (e) (0: skip (e))."""
     import torch
 
     from fixtalk.checkpoints import load_model
@@ -288,6 +297,10 @@ def evaluate(checkpoint: str | None, data: str | Path, device: str = "cpu", max_
     figs["pose"]["shift_follow"] = probe(renderer, clips[0], "tx")
     figs["pose"]["yaw_probe"] = probe(renderer, clips[0], "yaw")
     log(f"[eval] (d) done in {time.monotonic() - t0:.0f} s")
+    if real_motion_frames > 0:
+        figs["real_motion"] = eval_real_motion(renderer, clips[0], real_motion_frames, stride=stride,
+                                               stitching=stitching)
+        log(f"[eval] (e) done in {time.monotonic() - t0:.0f} s")
     checks = make_checks(figs)
     return {"checkpoint": str(checkpoint or "default"), "data": str(data), "relative_flow": relative_flow,
             "shift_stitching": shift_stitching,
@@ -339,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the generator's frames alone (render.pixel_warp.enabled=false)")
     ap.add_argument("--no-shift-stitching", action="store_true",
                     help="drive (a) and (d) with the frames as they are (motion.shift_stitching.enabled=false)")
+    ap.add_argument("--real-motion-frames", type=int, default=100,
+                    help="frames of each real-head-motion driver in (e) (0: skip (e))")
     ap.add_argument("--adapt", action="store_true",
                     help="adapt the model to the held-out portrait first (adapt.enabled=true)")
     ap.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
@@ -350,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                           args.stride, log=lambda s: print(s, file=sys.stderr),
                           relative_flow=not args.plain_flow, adapt=args.adapt,
                           pixel_warp=not args.no_pixel_warp, recipe=recipe,
-                          shift_stitching=not args.no_shift_stitching)
+                          shift_stitching=not args.no_shift_stitching,
+                          real_motion_frames=args.real_motion_frames)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -124,9 +124,8 @@ def warp_maps(src_pts: np.ndarray, dst_pts: np.ndarray, size: int, src_scale: fl
     """cv2.remap maps of a piecewise-affine warp: the output plane is Delaunay-triangulated on
     ``dst_pts``; each output pixel takes its barycentric coordinates in its triangle to the same
     triangle of ``src_pts`` (times ``src_scale``, the source image's pixel scale)."""
-    from scipy.spatial import Delaunay
-
     import cv2
+    from scipy.spatial import Delaunay
 
     tri = Delaunay(dst_pts)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -205,10 +204,25 @@ def render_frame(base_image: np.ndarray, base_lm: np.ndarray, m: Motion, size: i
     ``base_image`` is the aligned portrait at k * size resolution; ``base_lm`` its landmarks in
     ``size`` pixel units.
     """
+    target = move_landmarks(base_lm, m)
+    frame = _warp_to(base_image, base_lm, target, m, size)
+    frame = paint_mouth(frame, target, colour_scale=float(np.clip(base_image.mean() / 110.0, 0.6, 1.3)))
+    return frame, target
+
+
+def render_head(base_image: np.ndarray, base_lm: np.ndarray, m: Motion, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`render_frame` but only the head moves (yaw, pitch, roll, scale, shift of ``m``):
+    the face keeps its own mouth and eyes exactly (``m``'s mouth and blink are ignored)."""
+    target = head_transform(base_lm, base_lm, m)
+    return _warp_to(base_image, base_lm, target, m, size), target
+
+
+def _warp_to(base_image: np.ndarray, base_lm: np.ndarray, target: np.ndarray, m: Motion, size: int) -> np.ndarray:
+    """The portrait warped piecewise-affinely so that ``base_lm`` lands on ``target``, a ring
+    around the head following the head motion ``m`` and the frame border fixed."""
     import cv2
 
     scale = base_image.shape[0] / size
-    target = move_landmarks(base_lm, m)
     ring, border = control_points(base_lm, size)
     ring_t = head_transform(ring, base_lm, m, depth=np.full(len(ring), 0.3))
     # keep closed lips from coinciding exactly (Delaunay needs distinct points)
@@ -222,6 +236,4 @@ def render_frame(base_image: np.ndarray, base_lm: np.ndarray, m: Motion, size: i
     img = base_image
     if scale > 1.5:
         img = cv2.GaussianBlur(base_image, (0, 0), sigmaX=0.35 * scale)
-    frame = cv2.remap(img, mx, my, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-    frame = paint_mouth(frame, target, colour_scale=float(np.clip(base_image.mean() / 110.0, 0.6, 1.3)))
-    return frame, target
+    return cv2.remap(img, mx, my, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
