@@ -7,6 +7,7 @@ Then the second node is killed (its raylet and workers, ``kill -9``) while clips
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,16 +24,38 @@ FAST = ["mux.preset=ultrafast", "qc.sample_every=10", "render.batch_size=16", "a
 STAGES = ("speech", "ingest", "align", "face_crop", "motion", "render", "mux", "qc")
 
 
+#: A user's shell: none of the RAY_* variables a Ray session of the test process has set.
+ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HF_HUB_OFFLINE": "1"}
+
+
+class TwoNodes:
+    """The cluster of :mod:`tests.two_node_cluster`, driven through its stdin."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.two_node_cluster"], cwd=REPO,
+                                     env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        info = json.loads(self.proc.stdout.readline())
+        self.address, self.head, self.second = info["address"], info["head"][:12], info["second"][:12]
+
+    def remove_second(self) -> None:
+        self.proc.stdin.write("remove-second\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "removed"
+
+    def close(self) -> None:
+        try:
+            self.proc.communicate("quit\n", timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 @pytest.fixture
 def two_nodes():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    second = cluster.add_node(num_cpus=2, resources={"second_node": 1.0})
+    cluster = TwoNodes()
     try:
-        yield cluster, second
+        yield cluster
     finally:
-        cluster.shutdown()
+        cluster.close()
 
 
 def _command(tmp_path: Path, address: str, checkpoint: Path, n: int) -> tuple[list[str], Path]:
@@ -49,11 +72,10 @@ def _command(tmp_path: Path, address: str, checkpoint: Path, n: int) -> tuple[li
     return cmd + [a for s in FAST for a in ("--set", s)], out
 
 
-ENV = dict(os.environ, HF_HUB_OFFLINE="1")
 
 
 def test_a_run_on_a_two_node_cluster_uses_both_nodes(two_nodes, tiny_checkpoint, tmp_path):
-    cluster, second = two_nodes
+    cluster = two_nodes
     cmd, out = _command(tmp_path, cluster.address, tiny_checkpoint, 4)
     res = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -61,16 +83,15 @@ def test_a_run_on_a_two_node_cluster_uses_both_nodes(two_nodes, tiny_checkpoint,
     assert list(results["status"]) == ["ok"] * 4
     nodes = {name: set(results[f"node_{name}"]) for name in STAGES}
     used = set().union(*nodes.values())
-    head = cluster.head_node.node_id[:12]
-    assert used <= {head, second.node_id[:12]}, used  # Ray workers only, never the driver's host
-    assert second.node_id[:12] in used, nodes  # some stage actors ran on the second node
+    assert used <= {cluster.head, cluster.second}, used  # Ray workers only, never the driver's host
+    assert cluster.second in used, nodes  # some stage actors ran on the second node
     for clip in results.itertuples():
         assert (out / "clips" / f"{clip.clip_id}.mp4").is_file()
 
 
 def test_losing_a_node_mid_run_loses_no_finished_clip_and_a_rerun_completes(two_nodes, tiny_checkpoint,
                                                                            tmp_path):
-    cluster, second = two_nodes
+    cluster = two_nodes
     cmd, out = _command(tmp_path, cluster.address, tiny_checkpoint, 8)
     cmd += ["--set", "run.node_loss_grace_s=30"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -79,7 +100,7 @@ def test_losing_a_node_mid_run_loses_no_finished_clip_and_a_rerun_completes(two_
     while not list((out / "clips").glob("c*.mp4")):  # clips are in flight once the first is out
         assert proc.poll() is None and time.monotonic() < deadline, "no clip was delivered"
         time.sleep(0.2)
-    cluster.remove_node(second, allow_graceful=False)  # SIGKILL of its raylet and workers
+    cluster.remove_second()  # SIGKILL of its raylet and workers
     _, err = proc.communicate(timeout=900)
     # either the remaining node finished the run, or it stopped as a systemic error
     assert proc.returncode in (0, 1), err[-3000:]
