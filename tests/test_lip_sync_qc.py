@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -224,6 +225,10 @@ def test_fixtalk_qc_exit_codes(clip, tmp_path, capsys):
     broken.write_bytes(b"not a video")
     assert main(["qc", str(broken)]) == 1
     assert "cannot be read" in capsys.readouterr().err
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), np.full((64, 64, 3), 128, np.uint8))
+    assert main(["qc", str(still)]) == 1
+    assert "is a still image, not a clip" in capsys.readouterr().err
     assert main(["qc", str(clip("synced")), "--portrait", str(tmp_path / "missing.png")]) == 2
     with pytest.raises(SystemExit) as exc:
         main(["qc", str(clip("synced")), "--script", "a", "--script-file", "b.txt"])
