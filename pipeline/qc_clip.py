@@ -60,7 +60,7 @@ def _usage(message: str) -> int:
 def _readable_video(clip: Path) -> str | None:
     """None when ``clip`` has a video stream ffprobe reads, else why not."""
     from stages.media.av import MediaError, first_stream, probe
-    from stages.media.footage import IMAGE_FORMATS
+    from stages.media.footage import is_still_image
 
     if not clip.is_file():
         return f"{clip} does not exist or is not a file"
@@ -70,8 +70,7 @@ def _readable_video(clip: Path) -> str | None:
         return f"{clip} cannot be read as a video ({exc})"
     if first_stream(info, "video") is None:
         return f"{clip} has no video stream"
-    fmt = str(info.get("format", {}).get("format_name", "")).split(",")
-    if any(f in fmt for f in IMAGE_FORMATS):
+    if is_still_image(info):
         return f"{clip} is a still image, not a clip (give its portrait with --portrait)"
     return None
 

@@ -148,14 +148,13 @@ def _remove_stale_temps(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _remove_own_temps(out: Path, clip_ids: list[Sequence[str]]) -> None:
+def _remove_own_temps(out: Path, clip_ids: Sequence[str]) -> None:
     """At the end of a run, the hidden temp files of this run's clips (a mux actor killed with its
     node leaves one); other shards' temps are left to their own runs."""
     clips = out / CLIPS_DIR
-    for ids in clip_ids:
-        for clip_id in ids:
-            for path in clips.glob(f".tmp-{glob.escape(str(clip_id))}-*"):
-                path.unlink(missing_ok=True)
+    for clip_id in clip_ids:
+        for path in clips.glob(f".tmp-{glob.escape(str(clip_id))}-*"):
+            path.unlink(missing_ok=True)
 
 
 def _ensure_ray(cfg: PipelineConfig) -> bool:
@@ -272,12 +271,12 @@ def run(req: RunRequest) -> RunOutcome:
     progress = Progress(len(sel.todo) + n_finish, tty=req.tty)
     last_results = time.monotonic()
 
+    in_run = [f for f in (sel.finish, sel.todo) if f is not None and len(f)]  # rows this run works on
+
     def snapshot(final: bool) -> pd.DataFrame:
         finished = set().union(*[set(d["clip_id"]) for d in done]) if done else set()
-        waiting = pd.concat([f for f in (sel.finish, sel.todo) if f is not None and len(f)], ignore_index=True,
-                            sort=False) if n_finish or len(sel.todo) else sel.todo
-        pending = waiting[~waiting["clip_id"].isin(finished)].assign(status="pending") if len(waiting) else None
-        return assemble([sel.settled, *done, pending, sel.unselected], stage_names)
+        pending = [f[~f["clip_id"].isin(finished)].assign(status="pending") for f in in_run]
+        return assemble([sel.settled, *done, *[f for f in pending if len(f)], sel.unselected], stage_names)
 
     try:
         classes = list(req.stage_classes) if req.stage_classes is not None else dag.load_stage_classes(cfg)
@@ -313,7 +312,7 @@ def run(req: RunRequest) -> RunOutcome:
 
             ray.shutdown()
 
-    _remove_own_temps(out, [f["clip_id"] for f in (sel.finish, sel.todo) if f is not None and len(f)])
+    _remove_own_temps(out, [clip_id for f in in_run for clip_id in f["clip_id"]])
     results = snapshot(True)
     write_results(results, results_path)
     tally = counts(results)

@@ -45,6 +45,15 @@ IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "ti
 TRACK_VERSION = 1
 
 
+def is_still_image(info: dict[str, Any]) -> bool:
+    """Whether ffprobe's ``info`` describes a still picture (an image container, or one frame of
+    no duration) rather than a video."""
+    fmt = str(info.get("format", {}).get("format_name", "")).split(",")
+    stream = first_stream(info, "video") or {}
+    frames = int(stream["nb_frames"]) if str(stream.get("nb_frames", "")).isdigit() else 0
+    return any(f in fmt for f in IMAGE_FORMATS) or (frames == 1 and media_duration(info, "video") < 0.1)
+
+
 def probe_footage(path: Any, field: str) -> dict[str, Any]:
     """``{fps, rate, width, height, duration_s, has_audio}`` of a footage file, or a
     :class:`ClipError` naming ``field`` and the fix."""
@@ -63,9 +72,7 @@ def probe_footage(path: Any, field: str) -> dict[str, Any]:
         what = "an audio-only file" if has_audio else "not a video"
         raise ClipError(f"{src.name} is {what}; give a video of the presenter (the speech goes in "
                         "the audio column)", field=field, error_type="NotAVideo")
-    fmt = str(info.get("format", {}).get("format_name", ""))
-    frames = int(stream.get("nb_frames") or 0) if str(stream.get("nb_frames", "")).isdigit() else 0
-    if any(f in fmt.split(",") for f in IMAGE_FORMATS) or (frames == 1 and media_duration(info, "video") < 0.1):
+    if is_still_image(info):
         raise ClipError(f"{src.name} is a still image, not a video; put it in the portrait column "
                         "(a still is animated, not dubbed) or give the presenter's video",
                         field=field, error_type="NotAVideo")
