@@ -120,7 +120,7 @@ def portrait_clips(crop: np.ndarray, landmarks: np.ndarray, out: str | Path, cfg
 def adaptation_stages(cfg: AdaptConfig) -> list[StageConfig]:
     """The trainer stage(s) of an adaptation (see the module docstring)."""
     return [StageConfig(name="base", steps=int(cfg.steps), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
-                        l1=1.0, perceptual=1.0, mouth=float(cfg.mouth), track=float(cfg.track),
+                        lr_schedule=cfg.lr_schedule, warmup_steps=int(cfg.warmup_steps), l1=1.0, perceptual=1.0, mouth=float(cfg.mouth), track=float(cfg.track),
                         pose_track=float(cfg.pose_track), invariance=float(cfg.invariance),
                         flow=float(cfg.flow))]
 

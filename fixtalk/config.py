@@ -217,6 +217,8 @@ class StageConfig:
     batch_size: int = 4
     lr: float = 0.0016
     d_lr: float = 0.0018
+    lr_schedule: str = "constant"  # constant | cosine (warm-up of warmup_steps, then cosine to 0 at steps)
+    warmup_steps: int = 0
     window: int = 1  # consecutive driving frames per item (audio2lip uses 5)
     l1: float = 1.0
     perceptual: float = 1.0
@@ -287,6 +289,8 @@ class AdaptConfig:
 
     steps: int = 600
     lr: float = 0.0005
+    lr_schedule: str = "constant"  # constant | cosine (fixtalk.train.schedule)
+    warmup_steps: int = 0
     batch_size: int = 4
     relative_flow: bool = True
     flow: float = 0.0

@@ -39,6 +39,7 @@ from fixtalk.model import FixTalk
 from fixtalk.presets import get_preset
 from fixtalk.train.data_format import TalkingFaceDataset
 from fixtalk.train.discriminator import Discriminator
+from fixtalk.train.schedule import set_learning_rate
 from fixtalk.train.losses import d_logistic, g_nonsaturating, perceptual_loss, r1_penalty
 from fixtalk.train.stage_steps import (STAGE_FUNCTIONS, StepContext, set_stage_mode, trainable_prefixes,
                                        wants_warp)
@@ -168,7 +169,7 @@ class Trainer:
             if train:
                 mult = 10.0 if name == "emi.beta" else st.flow_lr_mult if name.startswith("dec.to_flows.") else 1.0
                 mults.setdefault(mult, []).append(p)
-        groups = [{"params": ps, "lr": st.lr * m} for m, ps in sorted(mults.items())]
+        groups = [{"params": ps, "lr": st.lr * m, "base_lr": st.lr * m} for m, ps in sorted(mults.items())]
         opt = torch.optim.Adam(groups, lr=st.lr, betas=(0.0, 0.99))
         d_opt = (torch.optim.Adam(self.disc.parameters(), lr=st.d_lr, betas=(0.0, 0.99))
                  if st.gan and self.disc is not None else None)
@@ -236,6 +237,7 @@ class Trainer:
                                          f"({ {k: float(v) for k, v in terms.items()} }); lower the lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            set_learning_rate(opt, st, self.stage_step)
             opt.step()
             row = {"global_step": self.global_step, "stage": st.name, "step": self.stage_step,
                    "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
