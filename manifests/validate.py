@@ -137,6 +137,7 @@ def validate_frame(frame: pd.DataFrame, base_dir: str | os.PathLike[str], source
     records: list[dict] = []
     seen: dict[str, int] = {}
     seen_folded: dict[str, tuple[str, int]] = {}
+    checked: dict[str, tuple[str, str | None]] = {}  # cell -> (resolved path, problem): one check per file
     for position, raw in enumerate(frame.to_dict(orient="records")):
         row = {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in raw.items()}
         number = _row_number(row.get(ROW_INDEX), position)
@@ -169,8 +170,10 @@ def validate_frame(frame: pd.DataFrame, base_dir: str | os.PathLike[str], source
                     bad(col, "no portrait given; every row needs an image of the presenter "
                              "(or a source_video to dub)")
                 continue
-            row[col] = _resolve(value, base_dir)
-            why = _file_problem(value, row[col], base_dir)
+            if value not in checked:
+                resolved = _resolve(value, base_dir)
+                checked[value] = (resolved, _file_problem(value, resolved, base_dir))
+            row[col], why = checked[value]
             if why:
                 bad(col, why)
 

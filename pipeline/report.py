@@ -73,10 +73,13 @@ _ROW_CLASS = {"failed": "failed", "qc_fail": "fail", "warn": "warn", "ok": "pass
 PLAYER_HEIGHT = 144
 
 
-def write_report(out_dir: str | Path, *, max_thumbnails: int = 300, max_plots: int = 100) -> Path:
-    """Write ``OUT/report.html`` and return its path. Thumbnails and player posters are cut for
-    the first ``max_thumbnails`` clips in table order (failing first); identity plots for up to
-    ``max_plots`` flagged clips."""
+def write_report(out_dir: str | Path, *, max_thumbnails: int = 300, max_plots: int = 100,
+                 max_rows: int = 2000) -> Path:
+    """Write ``OUT/report.html`` and return its path. The clip table lists the first ``max_rows``
+    clips in table order (failing first, so no problem is hidden behind passing clips; the rest
+    are counted and left to results.parquet: a page of 100,000 rows helps nobody and takes a
+    minute to write). Thumbnails and player posters are cut for the first ``max_thumbnails``;
+    identity plots for up to ``max_plots`` flagged clips."""
     out_dir = Path(out_dir)
     run = _read_json(out_dir / "run.json")
     results = _ordered(_read_results(out_dir))
@@ -84,7 +87,7 @@ def write_report(out_dir: str | Path, *, max_thumbnails: int = 300, max_plots: i
     text = page(f"FixTalk run report: {out_dir.name}",
                 f"FixTalk run report <small>{html.escape(str(out_dir))}</small>", [
                     summary_html(results, run, out_dir), _histograms(results),
-                    _clip_table(results, out_dir, max_thumbnails, align_cfg), _errors(results),
+                    _clip_table(results, out_dir, max_thumbnails, align_cfg, max_rows), _errors(results),
                     _identity_plots(results, out_dir, max_plots)])
     path = out_dir / "report.html"
     tmp = path.with_name(f".report.{os.getpid()}.tmp")
@@ -186,7 +189,9 @@ def _histograms(df: pd.DataFrame) -> str:
 
 
 def _clip_table(df: pd.DataFrame, out_dir: Path, max_thumbnails: int,
-                align_cfg: dict[str, Any]) -> str:
+                align_cfg: dict[str, Any], max_rows: int) -> str:
+    rest = max(0, len(df) - max_rows)
+    df = df.head(max_rows)
     cols = [c for c in COLUMNS if c[0] in df]
     head = ("<th data-col='clip_id'>clip</th><th>play</th><th>first / middle / last</th>"
             "<th data-col='status'>status</th><th data-col='qc_status'>qc</th>"
@@ -209,8 +214,10 @@ def _clip_table(df: pd.DataFrame, out_dir: Path, max_thumbnails: int,
                          else _metric_td(_value(row, col), fmt))
         body.append(f"<tr class='{_ROW_CLASS.get(result, '')}' data-clip='{clip_id}' "
                     f"data-outcome='{result}'>{''.join(cells)}</tr>")
+    more = (f"<p id='clips-not-listed'>{rest:,} more {'clip is' if rest == 1 else 'clips are'} not listed here (the table shows the "
+            f"first {max_rows:,}, problems first); results.parquet has every clip.</p>" if rest else "")
     return (f"<h2>Clips</h2>{filter_bar()}<table id='clips'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+            f"<tbody>{''.join(body)}</tbody></table>{more}")
 
 
 def _name_cell(row: pd.Series, clip: Path | None, out_dir: Path) -> str:
@@ -323,10 +330,12 @@ def _errors(df: pd.DataFrame) -> str:
 
 
 def _identity_plots(df: pd.DataFrame, out_dir: Path, max_plots: int) -> str:
-    imgs = []
-    for _, row in df.iterrows():
-        if len(imgs) >= max_plots or _value(row, "qc_status") not in ("warn", "fail"):
-            continue
+    imgs: list[str] = []
+    if "qc_status" not in df:
+        return ""
+    for _, row in df[df["qc_status"].isin(["warn", "fail"])].iterrows():
+        if len(imgs) >= max_plots:
+            break
         clip_id = str(_value(row, "clip_id"))
         plot = _local_file(_value(row, "qc_plot"), out_dir, "qc") or _local_file(
             f"qc/{clip_id}_identity.png", out_dir, "qc")

@@ -131,6 +131,17 @@ def test_report_is_self_contained(fake_out):
     assert "id='hist-csim_mean'" in text and "id='hist-phone_corr'" in text
 
 
+def test_a_long_run_lists_its_problems_first_and_counts_the_rest(fake_out, tmp_path):
+    """A 100,000-clip run must not write a 100,000-row page: the table stops at max_rows, problems
+    first, and says how many clips it leaves to results.parquet."""
+    text = write_report(fake_out, max_rows=2).read_text()
+    order = [m.group(1) for m in re.finditer(r"<tr class='[^']*' data-clip='([^']+)'", text)]
+    assert order == ["carol_failed", "bob_warn"]
+    assert "1 more clip is not listed here" in _visible_text(text)
+    assert "alt='identity curve bob_warn'" in text  # flagged clips keep their plots
+    assert "clips-not-listed" not in write_report(fake_out).read_text()
+
+
 def test_summary_is_in_words_and_keeps_the_raw_record_in_run_json(fake_out):
     text = write_report(fake_out).read_text()
     seen = " ".join(_visible_text(text).split())
