@@ -1,8 +1,8 @@
 """Pipeline throughput and memory: ``fixtalk run`` (Ray actors) against a bare loop over the same
 stage objects in one process, on the same N generated clips, in one run.
 
-    .venv/bin/python benchmarks/pipeline.py                   # N=50, then N=500 for memory
-    .venv/bin/python benchmarks/pipeline.py --quick           # N=8 / 24: a smoke run
+    .venv/bin/python benchmarks/pipeline.py                   # 100,000-row plan, N=50 vs bare, then N=200, 1000
+    .venv/bin/python benchmarks/pipeline.py --quick           # 2,000-row plan, N=8 / 24: a smoke run
     .venv/bin/python benchmarks/pipeline.py --record docs/performance.md
 
 Clips: the astronaut portrait (scikit-image, public domain) with espeak-ng sentences cut to
@@ -63,16 +63,59 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int]:
-    """(wall seconds, peak tree RSS bytes, exit code) of a child process."""
+def proc_rss(pid: int) -> int:
+    """Bytes of resident memory of one process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def results_rows(path: Path) -> int | None:
+    """Rows of a results.parquet written so far (None when it does not exist or is being replaced)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, ValueError):
+        return None
+
+
+def run_measured(cmd: list[str], env: dict[str, str], log: Path, results: Path | None = None) -> dict:
+    """Run a child process to its end, sampling every 0.2 s: wall seconds, peak RSS of its whole
+    tree and of the child (the driver) alone, exit code, and, when ``results`` is given, when that
+    file first appeared and the most rows it held before the child finished."""
     t0 = time.perf_counter()
+    seen: dict = {"results_first_s": None, "results_rows_while_running": 0}
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        peak = 0
+        peak = driver = 0
         while proc.poll() is None:
             peak = max(peak, tree_rss(proc.pid))
+            driver = max(driver, proc_rss(proc.pid))
+            if results is not None and (rows := results_rows(results)) is not None:
+                if seen["results_first_s"] is None:
+                    seen["results_first_s"] = round(time.perf_counter() - t0, 1)
+                seen["results_rows_while_running"] = max(seen["results_rows_while_running"], rows)
             time.sleep(0.2)
-    return time.perf_counter() - t0, peak, proc.returncode
+    return {"wall": time.perf_counter() - t0, "peak": peak, "driver": driver, "code": proc.returncode, **seen}
+
+
+def ledger_stats(out: Path) -> dict:
+    """Size and part count of ``out``'s ledger and the time to compact it into one part (what a
+    rerun does at start once there are ``COMPACT_AFTER`` parts), and the size after."""
+    from pipeline.ledger import Ledger, ledger_dir
+
+    folder = ledger_dir(out)
+    parts = sorted(folder.glob("part-*.parquet"))
+    before = sum(p.stat().st_size for p in parts)
+    t0 = time.perf_counter()
+    Ledger(out).compact(min_parts=1)
+    took = time.perf_counter() - t0
+    after = sum(p.stat().st_size for p in folder.glob("part-*.parquet"))
+    return {"ledger_parts": len(parts), "ledger_kib": round(before / 1024, 1),
+            "compact_s": round(took, 3), "ledger_kib_compacted": round(after / 1024, 1)}
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -148,37 +191,71 @@ def measure(kind: str, manifest: Path, out: Path, ckpt: Path, overrides: list[st
         cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-worker", str(manifest), str(out),
                str(ckpt), *overrides]
     log = out.parent / f"{out.name}.log"
-    wall, peak, code = run_measured(cmd, env, log)
-    if code not in (0, 3):
+    m = run_measured(cmd, env, log, out / "results.parquet" if kind == "pipeline" else None)
+    if m["code"] not in (0, 3):
         tail = log.read_text()[-2000:]
-        raise SystemExit(f"{kind} run failed (exit {code}):\n{tail}")
+        raise SystemExit(f"{kind} run failed (exit {m['code']}):\n{tail}")
     ok = len(list((out / "clips").glob("*.mp4")))
+    wall = m["wall"]
     row = {"kind": kind, "n": n, "ok": ok, "wall_s": round(wall, 2), "clips_per_min": round(60 * ok / wall, 3),
-           "peak_rss_mib": round(peak / 2**20, 1)}
+           "peak_rss_mib": round(m["peak"] / 2**20, 1), "driver_rss_mib": round(m["driver"] / 2**20, 1)}
+    if kind == "pipeline":
+        row.update(results_first_s=m["results_first_s"], results_rows_while_running=m["results_rows_while_running"],
+                   **ledger_stats(out))
     print(f"{kind:8s} N={n:4d}: {ok} clips in {wall:7.1f} s = {row['clips_per_min']:6.2f} clips/min, "
-          f"peak RSS {row['peak_rss_mib']:7.1f} MiB", flush=True)
+          f"peak RSS {row['peak_rss_mib']:7.1f} MiB (driver {row['driver_rss_mib']:.1f})"
+          + (f", ledger {row['ledger_parts']} parts {row['ledger_kib']} KiB, compacted in {row['compact_s']} s, "
+             f"results.parquet first after {row['results_first_s']} s" if kind == "pipeline" else ""), flush=True)
     return row
+
+
+def manifest_scale(root: Path, rows: int, ckpt: Path, env: dict[str, str]) -> dict:
+    """Time and peak RSS of ``fixtalk manifest validate`` and of ``fixtalk run --limit 0`` (validate,
+    fingerprint, ledger anti-join and plan, no rendering) on a manifest of ``rows`` rows."""
+    manifest = make_inputs(root, rows, 2.0)
+    out: dict = {"rows": rows}
+    for name, cmd in (("validate", ["manifest", "validate", str(manifest)]),
+                      ("plan", ["run", str(manifest), "--out", str(root / f"plan_{rows}"), "--limit", "0",
+                                "--checkpoint", str(ckpt)])):
+        m = run_measured([sys.executable, "-m", "pipeline.cli", *cmd], env, root / f"{name}_{rows}.log")
+        if m["code"] not in (0, 3):
+            raise SystemExit(f"{name} of {rows} rows failed (exit {m['code']}):\n"
+                             + (root / f"{name}_{rows}.log").read_text()[-2000:])
+        out[name] = {"wall_s": round(m["wall"], 2), "peak_rss_mib": round(m["peak"] / 2**20, 1)}
+        print(f"{name:8s} {rows} rows: {m['wall']:.1f} s, peak RSS {m['peak'] / 2**20:.1f} MiB", flush=True)
+    return out
 
 
 def record(path: Path, result: dict) -> None:
     """Replace (or append) the ``## Pipeline`` section of ``path``; other sections are kept."""
     p, b = result["pipeline"], result["bare"]
+    runs = [p, *result.get("pipeline_large", [])]
     lines = [
         "## Pipeline", "",
         f"`benchmarks/pipeline.py` ({result['when']}, {result['host']}; "
         f"{result['n']} clips of {result['seconds']} s, {result['model']}, overrides "
         f"`{' '.join(result['overrides'])}`):", "",
-        "| run | clips | wall (s) | clips/min | peak RSS (MiB) |", "|---|---|---|---|---|",
-        f"| `fixtalk run` (Ray actors) | {p['ok']}/{p['n']} | {p['wall_s']} | {p['clips_per_min']} | {p['peak_rss_mib']} |",
-        f"| bare loop, same stage objects, one process | {b['ok']}/{b['n']} | {b['wall_s']} | {b['clips_per_min']} | {b['peak_rss_mib']} |",
+        "| run | clips | wall (s) | clips/min | peak RSS, all processes (MiB) | peak RSS, driver (MiB) |",
+        "|---|---|---|---|---|---|",
+        *[f"| `fixtalk run`, N={r['n']} | {r['ok']}/{r['n']} | {r['wall_s']} | {r['clips_per_min']} | "
+          f"{r['peak_rss_mib']} | {r['driver_rss_mib']} |" for r in runs],
+        f"| bare loop, same stage objects, one process, N={b['n']} | {b['ok']}/{b['n']} | {b['wall_s']} | "
+        f"{b['clips_per_min']} | {b['peak_rss_mib']} | {b['driver_rss_mib']} |",
+        "", f"pipeline/bare throughput ratio at N={result['n']}: **{result['ratio']}** (target >= 0.8).",
     ]
-    if result.get("pipeline_large"):
-        L = result["pipeline_large"]
-        lines.append(f"| `fixtalk run`, N={L['n']} | {L['ok']}/{L['n']} | {L['wall_s']} | {L['clips_per_min']} | {L['peak_rss_mib']} |")
-    lines += ["", f"pipeline/bare throughput ratio: **{result['ratio']}** (target >= 0.8 at N=50)."]
-    if result.get("rss_growth") is not None:
-        lines.append(f"Peak RSS at N={result['pipeline_large']['n']} vs N={result['n']}: "
-                     f"**{result['rss_growth']:+.1%}** (target within 20 %).")
+    for r in runs[1:]:
+        lines.append(f"Driver peak RSS at N={r['n']} vs N={p['n']}: **{r['driver_rss_mib'] / p['driver_rss_mib']:.2f}x** "
+                     f"(target within 1.2x); all processes {r['peak_rss_mib'] / p['peak_rss_mib'] - 1:+.1%}.")
+    lines += ["", "| run | ledger parts | ledger (KiB) | compaction (s) | compacted (KiB) | results.parquet first written "
+              "| rows in it before the end |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| N={r['n']} | {r['ledger_parts']} | {r['ledger_kib']} | {r['compact_s']} | {r['ledger_kib_compacted']} "
+              f"| after {r['results_first_s']} s | {r['results_rows_while_running']} |" for r in runs]
+    if result.get("manifest_scale"):
+        m = result["manifest_scale"]
+        lines += ["", f"A manifest of {m['rows']:,} rows (no rendering): `fixtalk manifest validate` "
+                  f"{m['validate']['wall_s']} s, peak RSS {m['validate']['peak_rss_mib']} MiB; "
+                  f"`fixtalk run --limit 0` (validate, fingerprint, ledger anti-join, plan) "
+                  f"{m['plan']['wall_s']} s, peak RSS {m['plan']['peak_rss_mib']} MiB."]
     lines += ["", result.get("note", "").strip(), ""]
     section = "\n".join(lines).rstrip() + "\n"
     text = path.read_text() if path.exists() else "# Performance\n\n"
@@ -195,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         return bare_loop(Path(manifest), Path(out), ckpt, overrides)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=50, help="clips for the throughput comparison")
-    ap.add_argument("--n-large", type=int, default=500, help="clips for the memory comparison (0 skips it)")
-    ap.add_argument("--quick", action="store_true", help="N=8, N-large=24")
+    ap.add_argument("--n-large", default="200,1000",
+                    help="comma-separated larger runs for memory, ledger and results figures ('' skips them)")
+    ap.add_argument("--manifest-rows", type=int, default=100_000,
+                    help="rows of the manifest that is validated and planned without rendering (0 skips it)")
+    ap.add_argument("--quick", action="store_true", help="N=8, N-large=24, a 2,000-row manifest")
     ap.add_argument("--seconds", type=float, default=2.0, help="speech per clip")
     ap.add_argument("--checkpoint", help="model to render with (default: random tiny 64x64)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
@@ -205,32 +285,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="", help="text added under the recorded table")
     args = ap.parse_args(argv)
     if args.quick:
-        args.n, args.n_large = 8, 24
+        args.n, args.n_large, args.manifest_rows = 8, "24", 2000
+    sizes = [int(x) for x in str(args.n_large).split(",") if x.strip()]
     tmp = tempfile.TemporaryDirectory(prefix="fixtalk-bench-") if not args.workdir else None
     root = Path(args.workdir or tmp.name)  # type: ignore[union-attr]
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    sys.path.insert(0, str(REPO))
     ckpt = Path(args.checkpoint) if args.checkpoint else make_checkpoint(root / "tiny64.pt")
     overrides = SPEED + list(args.overrides)
+    result = {"n": args.n, "seconds": args.seconds, "overrides": overrides,
+              "model": "random tiny 64x64" if not args.checkpoint else str(args.checkpoint),
+              "note": args.note, "pipeline_large": []}
+    if args.manifest_rows > 0:
+        result["manifest_scale"] = manifest_scale(root, args.manifest_rows, ckpt, env)
     manifest = make_inputs(root, args.n, args.seconds)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     pipe = measure("pipeline", manifest, root / f"pipe_{args.n}_{stamp}", ckpt, overrides, env, args.n)
     bare = measure("bare", manifest, root / f"bare_{args.n}_{stamp}", ckpt, overrides, env, args.n)
-    result = {"n": args.n, "seconds": args.seconds, "overrides": overrides,
-              "model": "random tiny 64x64" if not args.checkpoint else str(args.checkpoint),
-              "pipeline": pipe, "bare": bare,
-              "ratio": round(pipe["clips_per_min"] / bare["clips_per_min"], 3) if bare["clips_per_min"] else None,
-              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "host": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-              "note": args.note, "pipeline_large": None, "rss_growth": None}
+    result.update(pipeline=pipe, bare=bare,
+                  ratio=round(pipe["clips_per_min"] / bare["clips_per_min"], 3) if bare["clips_per_min"] else None)
     print(f"ratio pipeline/bare: {result['ratio']}", flush=True)
-    if args.n_large > 0:
-        large = make_inputs(root, args.n_large, args.seconds)
-        big = measure("pipeline", large, root / f"pipe_{args.n_large}_{stamp}", ckpt, overrides, env, args.n_large)
-        result["pipeline_large"] = big
-        result["rss_growth"] = round(big["peak_rss_mib"] / pipe["peak_rss_mib"] - 1.0, 4)
-        print(f"peak RSS N={args.n_large} vs N={args.n}: {result['rss_growth']:+.1%}", flush=True)
+    for n in sizes:
+        big = measure("pipeline", make_inputs(root, n, args.seconds), root / f"pipe_{n}_{stamp}", ckpt, overrides,
+                      env, n)
+        result["pipeline_large"].append(big)
+        print(f"driver peak RSS N={n} vs N={args.n}: {big['driver_rss_mib'] / pipe['driver_rss_mib']:.2f}x", flush=True)
+    result.update(when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  host=f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     if args.record:
         record(Path(args.record), result)
     if tmp is not None:
