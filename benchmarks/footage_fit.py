@@ -97,7 +97,7 @@ def evaluate(runtime, reference: np.ndarray, frames: np.ndarray, wave: np.ndarra
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fixtalk.adapt import adapt_cached
+    from fixtalk.adapt import adapt_cached, recipe_key
     from fixtalk.footage_fit import fit_footage
     from pipeline.config import load_config
     from stages.face.alignment import transform_points, warp_to_crop
@@ -114,11 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--still-steps", type=int, default=600)
     ap.add_argument("--holdout", type=float, default=0.25)
     ap.add_argument("--out", default="runs/footage_fit")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further config override, e.g. adapt.footage.lr_schedule=cosine")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(None, [f"adapt.footage.steps={args.steps}", f"adapt.footage.lip_steps={args.lip_steps}",
-                             f"adapt.footage.holdout={args.holdout}", f"adapt.recipe.steps={args.still_steps}"])
+                             f"adapt.footage.holdout={args.holdout}", f"adapt.recipe.steps={args.still_steps}",
+                             *args.overrides])
     runtime = load_runtime(cfg)
     footage = make_footage(out)
     tracker = FaceTracker(make_finder(cfg.face_crop), cfg.dub.track, runtime.size, cfg.face_crop.crop_scale,
@@ -140,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     landmarks = transform_points(track.matrices[ref], track.landmarks[ref])
     still = adapt_cached(runtime.model, reference, landmarks, cfg.adapt.recipe,
-                         out / f"still-{args.still_steps}.pt", runtime.checkpoint_id, log=print)
+                         out / f"still-{recipe_key(cfg.adapt.recipe)}.pt", runtime.checkpoint_id, log=print)
     times["still adaptation"] = (time.monotonic() - t0) / 60
     runtime.weights.use(str(still))
     results[f"still adaptation ({args.still_steps} steps)"] = evaluate(runtime, reference, crops[held], held_wave)
 
     t0 = time.monotonic()
     runtime.weights.use(None)
-    fitted = out / f"footage-{args.steps}-{args.lip_steps}.pt"
+    fitted = out / f"footage-{recipe_key(cfg.adapt.footage)}.pt"
     if not fitted.is_file():
         segments = footage_segments(footage, "25/1", track, True, args.holdout, 1500, "presenter_video")
         fit_footage(runtime.model, segments, cfg.adapt.footage, out / "fit.work", fitted,

@@ -323,6 +323,8 @@ class FootageFitConfig:
     enabled: bool = True
     steps: int = 300
     lr: float = 0.0003
+    lr_schedule: str = "constant"  # constant | cosine (fixtalk.train.schedule)
+    warmup_steps: int = 0
     batch_size: int = 4
     train: str = "decoder"  # decoder | generator
     mouth: float = 4.0

@@ -55,7 +55,8 @@ def fitting_stages(cfg: FootageFitConfig, has_speech: bool) -> list[StageConfig]
     if cfg.train not in ("decoder", "generator"):
         raise ValueError(f"adapt.footage.train={cfg.train!r}: expected decoder or generator")
     stages = [StageConfig(name="base", steps=int(cfg.steps), batch_size=int(cfg.batch_size),
-                          lr=float(cfg.lr), l1=1.0, perceptual=1.0, mouth=float(cfg.mouth),
+                          lr=float(cfg.lr), lr_schedule=cfg.lr_schedule, warmup_steps=int(cfg.warmup_steps),
+                          l1=1.0, perceptual=1.0, mouth=float(cfg.mouth),
                           trainable="dec." if cfg.train == "decoder" else "")]
     if has_speech and int(cfg.lip_steps) > 0:
         stages.append(StageConfig(name="audio2lip", steps=int(cfg.lip_steps),
