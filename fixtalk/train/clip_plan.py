@@ -1,0 +1,111 @@
+"""Which frames of a scanned video become clips, and why the others do not.
+
+Every frame of a video ends in exactly one :class:`Piece`: a clip to write (``reason`` None) or
+footage dropped with a reason, so the kept and dropped seconds of a video add up to its length.
+Per shot (:class:`fixtalk.train.face_scan.FaceScan`), in this order:
+
+1. ``too_short``: the shot is shorter than ``min_seconds`` (and at least 2 frames);
+2. ``several_faces``: two or more faces in ``several_faces_share`` of its detection frames;
+3. the shot is cut into clips of ``segment`` seconds (a remainder shorter than ``min_seconds``
+   joins the clip before it); a clip whose face is missing in more than ``max_missing`` of its
+   frames is dropped as ``no_face``.
+
+Frames after the end of the audio are dropped as ``no_audio``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fixtalk.config import PrepareConfig
+from fixtalk.train.data_format import FPS
+from fixtalk.train.face_scan import FaceScan
+
+
+@dataclass
+class Piece:
+    """Frames ``start`` .. ``stop`` - 1 of one ``shot``: a clip (``reason`` None) or dropped."""
+
+    start: int
+    stop: int
+    shot: int
+    reason: str | None = None
+    message: str = ""
+    missing: float = 0.0  # share of the frames without a face (interpolated in a clip)
+
+    @property
+    def seconds(self) -> float:
+        return (self.stop - self.start) / FPS
+
+    def span(self) -> str:
+        return f"{self.start / FPS:.2f}-{self.stop / FPS:.2f} s"
+
+
+def min_frames(cfg: PrepareConfig) -> int:
+    """Frames of the shortest shot or clip kept (``min_seconds``, at least 2)."""
+    return max(2, round(float(cfg.min_seconds) * FPS))
+
+
+def segment_bounds(start: int, stop: int, cfg: PrepareConfig) -> list[tuple[int, int]]:
+    """Clip ranges of ``segment`` seconds covering start..stop; a short remainder joins the last."""
+    step = stop - start if cfg.segment <= 0 else max(2, round(float(cfg.segment) * FPS))
+    bounds = [(a, min(stop, a + step)) for a in range(start, stop, step)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_frames(cfg):
+        bounds[-2:] = [(bounds[-2][0], stop)]
+    return bounds
+
+
+def plan_shot(scan: FaceScan, start: int, stop: int, shot: int, cfg: PrepareConfig) -> list[Piece]:
+    """The pieces of one shot (see the module docstring)."""
+    whole = Piece(start, stop, shot)
+    if stop - start < min_frames(cfg):
+        whole.reason = "too_short"
+        whole.message = (f"shot {shot} ({whole.span()}) lasts {whole.seconds:.2f} s, less than "
+                         f"min_seconds={cfg.min_seconds}")
+        return [whole]
+    counts = scan.faces[start:stop]
+    counts = counts[counts >= 0]
+    several = float((counts >= 2).mean()) if len(counts) else 0.0
+    if several >= float(cfg.several_faces_share):
+        whole.reason = "several_faces"
+        whole.message = (f"shot {shot} ({whole.span()}): two or more faces in {several:.0%} of the "
+                         f"checked frames (up to {int(counts.max())}); a training clip needs one "
+                         "speaker: crop the video to that person")
+        return [whole]
+    pieces = []
+    found = scan.found
+    for a, b in segment_bounds(start, stop, cfg):
+        piece = Piece(a, b, shot, missing=float(1.0 - found[a:b].mean()))
+        if piece.missing > float(cfg.max_missing):
+            piece.reason = "no_face"
+            piece.message = (f"shot {shot} ({piece.span()}): no face in {piece.missing:.0%} of the "
+                             f"frames (max_missing={cfg.max_missing})")
+        pieces.append(piece)
+    return pieces
+
+
+def plan_pieces(scan: FaceScan, audio_frames: int, cfg: PrepareConfig) -> list[Piece]:
+    """Every frame of the video in one piece, in frame order."""
+    usable = min(len(scan), int(audio_frames))
+    pieces = []
+    for shot, (a, b) in enumerate(scan.shot_ranges(usable)):
+        pieces += plan_shot(scan, a, b, shot, cfg)
+    if usable < len(scan):
+        tail = Piece(usable, len(scan), -1, "no_audio")
+        tail.message = f"the audio ends at {usable / FPS:.2f} s, the video at {len(scan) / FPS:.2f} s"
+        pieces.append(tail)
+    return pieces
+
+
+def fill_missing(landmarks: np.ndarray) -> np.ndarray:
+    """(n, 68, 2) landmarks with NaN frames linearly interpolated from the frames around them."""
+    lms = np.asarray(landmarks, np.float64)
+    have = np.isfinite(lms[:, 0, 0])
+    if not have.any():
+        raise ValueError("no face found in any frame")
+    idx = np.nonzero(have)[0]
+    t = np.arange(len(lms))
+    flat = lms[idx].reshape(len(idx), -1)
+    filled = np.stack([np.interp(t, idx, flat[:, j]) for j in range(flat.shape[1])], axis=1)
+    return filled.reshape(lms.shape)
