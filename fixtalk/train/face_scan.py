@@ -21,12 +21,7 @@ from itertools import pairwise
 import numpy as np
 
 from fixtalk.config import PrepareConfig
-from fixtalk.measure.faces import (
-    box_from_landmarks,
-    detect_faces,
-    face_width,
-    fit_landmarks,
-)
+from fixtalk.measure.faces import box_from_landmarks, detect_faces, fit_landmarks, follow_face
 from fixtalk.measure.shots import is_cut, thumbnail
 
 
@@ -68,17 +63,6 @@ def detect(frame: np.ndarray, cfg: PrepareConfig) -> list[np.ndarray]:
     return [f.landmarks / k for f in counted]
 
 
-def follow(found: list[np.ndarray], previous: np.ndarray | None) -> np.ndarray | None:
-    """The detected face that continues ``previous`` (nearest, within half a face), else the largest."""
-    if not found:
-        return None
-    if previous is None:
-        return found[0]
-    centre = previous.mean(0)
-    nearest = min(found, key=lambda p: float(np.linalg.norm(p.mean(0) - centre)))
-    return nearest if np.linalg.norm(nearest.mean(0) - centre) <= 0.5 * face_width(previous) else found[0]
-
-
 def scan_frames(frames: Iterable[np.ndarray], cfg: PrepareConfig) -> FaceScan:
     """Shots, face counts and landmarks of every frame (see the module docstring)."""
     every = max(1, int(cfg.detect_every))
@@ -93,7 +77,7 @@ def scan_frames(frames: Iterable[np.ndarray], cfg: PrepareConfig) -> FaceScan:
         if pts is None or since % every == 0:
             found = detect(frame, cfg)
             count = len(found)
-            pts = follow(found, pts)
+            pts = follow_face(found, pts)
         if pts is not None:  # full-resolution fit in the face's own box
             pts = fit_landmarks(frame, box_from_landmarks(pts), refits=1, jitter=False)
         landmarks.append(pts if pts is not None else np.full((68, 2), np.nan))

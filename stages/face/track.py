@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from fixtalk.measure.faces import box_from_landmarks, face_width, landmarks_in_box
+from fixtalk.measure.faces import box_from_landmarks, face_width, follow_face, landmarks_in_box
 from fixtalk.measure.shots import is_cut, thumbnail
 from stages.face.alignment import FaceFinder, similarity_transform
 
@@ -158,15 +158,7 @@ class FaceTracker:
 
     def _confirm(self, found: list[np.ndarray], prev: np.ndarray | None) -> np.ndarray | None:
         """The detection that continues the track (nearest to it), or the largest one."""
-        if not found:
-            return None
-        if prev is None:
-            return found[0]
-        centre = prev.mean(0)
-        best = min(found, key=lambda p: float(np.linalg.norm(p.mean(0) - centre)))
-        if np.linalg.norm(best.mean(0) - centre) > 0.5 * face_width(prev):
-            return found[0]
-        return best
+        return follow_face(found, prev)
 
     def _fit(self, frame: np.ndarray, prev: np.ndarray) -> np.ndarray | None:
         """Landmarks in the box of ``prev``, refitted once in their own box; None when the fit
