@@ -346,14 +346,16 @@ class PrepareConfig:
     shot start (on a copy scaled to ``detect_max_side``), landmarks fitted on every frame. A shot
     shorter than ``min_seconds`` is dropped as ``too_short``; one with two or more faces in
     ``several_faces_share`` of its detection frames as ``several_faces`` (faces smaller than
-    ``minor_face_area`` of the largest one's box do not count); a clip whose face is missing in
-    more than ``max_missing`` of its frames as ``no_face``. ``num_cpus`` is Ray's CPU request per
-    video task. ``split`` and ``licence`` go into every clip's meta.json."""
+    ``minor_face_area`` of the largest one's box do not count). Clips are cut to the face track:
+    stretches without a face longer than ``max_gap`` seconds are dropped as ``no_face`` (shorter
+    gaps are bridged), a run of the track shorter than ``min_seconds`` as ``too_short``.
+    ``num_cpus`` is Ray's CPU request per video task. ``split`` and ``licence`` go into every
+    clip's meta.json."""
 
     size: int = 128
     segment: float = 10.0
     min_seconds: float = 1.0
-    max_missing: float = 0.3
+    max_gap: float = 0.4
     scene_cut: float = 0.30
     several_faces_share: float = 0.3
     minor_face_area: float = 0.25
@@ -364,7 +366,7 @@ class PrepareConfig:
     num_cpus: float = 1.0
 
     #: Settings that change the clips made: a rerun into the same OUT must use the same values.
-    CLIP_SETTINGS = ("size", "segment", "min_seconds", "max_missing", "scene_cut",
+    CLIP_SETTINGS = ("size", "segment", "min_seconds", "max_gap", "scene_cut",
                      "several_faces_share", "minor_face_area", "detect_every", "detect_max_side")
 
     def clip_settings(self) -> dict:

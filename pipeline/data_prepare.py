@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     """``fixtalk data ...``: ``prepare`` runs the Ray job, the rest goes to fixtalk.train.cli."""
     from fixtalk.train.cli import build_parser, prepare_config
     from fixtalk.train.prepare_job import run_job
+    from fixtalk.train.prepare_records import UsageError
 
     args = build_parser().parse_args(argv)
     if args.cmd != "data" or args.data_cmd != "prepare":
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     mapper = RayMapper(args.address)
     try:
         return run_job(args.video_dir, args.out, prepare_config(args), mapper=mapper).exit_code
-    except (FileNotFoundError, ValueError) as exc:
+    except UsageError as exc:
         print(f"fixtalk data prepare: {exc}", file=sys.stderr)
         return 2
     finally:

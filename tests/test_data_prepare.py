@@ -176,6 +176,7 @@ def test_rerun_skips_finished_videos_and_redoes_only_a_missing_one(prepared, vid
 def test_worker_without_ray_writes_atomically_and_ignores_a_killed_runs_leftover(videos, tmp_path):
     from fixtalk.train.prepare import prepare_video
     from fixtalk.train.prepare_job import run_job
+    from fixtalk.train.prepare_records import UsageError
 
     out = tmp_path / "out"
     leftover = out / ".partial" / "good_000"  # a clip a killed job was still writing
@@ -191,5 +192,28 @@ def test_worker_without_ray_writes_atomically_and_ignores_a_killed_runs_leftover
     assert not leftover.exists()
     record = prepare_video(videos / "voice_only.mp4", out, PrepareConfig(size=SIZE))
     assert record["clips"] == [] and record["drops"][0]["reason"] == "no_video_stream"
-    with pytest.raises(FileNotFoundError, match="not a folder of videos"):
+    with pytest.raises(UsageError, match="nowhere is not a folder of videos"):
         run_job(out / "nowhere", out)
+
+
+def test_clips_are_cut_to_the_face_track_and_every_frame_is_accounted_for():
+    from fixtalk.train.clip_plan import plan_pieces
+    from fixtalk.train.face_scan import FaceScan
+
+    n = 200  # 8 s, one shot: face 0-3 s, a 0.2 s gap, face to 4 s, no face 4-5 s, face 5-8 s;
+    # the audio ends at 7.6 s
+    found = np.ones(n, bool)
+    found[75:80] = False
+    found[100:125] = False
+    landmarks = np.where(found[:, None, None], 50.0, np.nan) * np.ones((n, 68, 2))
+    scan = FaceScan(landmarks, np.where(np.arange(n) % 5 == 0, 1, -1), np.zeros(n, np.int32))
+    cfg = PrepareConfig(segment=2.0, min_seconds=1.0)
+    pieces = plan_pieces(scan, audio_frames=190, cfg=cfg)
+    spans = [(p.start, p.stop, p.reason) for p in pieces]
+    # 2 s clips; the last run's 0.6 s remainder joins its clip; frames past the audio are dropped
+    assert spans == [(0, 50, None), (50, 100, None), (100, 125, "no_face"), (125, 190, None),
+                     (190, 200, "no_audio")]
+    assert pieces[1].missing == pytest.approx(5 / 50)  # the bridged 0.2 s gap
+    assert sum(p.stop - p.start for p in pieces) == n
+    scan.faces[::5] = 2  # two people in every checked frame
+    assert [p.reason for p in plan_pieces(scan, n, cfg)] == ["several_faces"]

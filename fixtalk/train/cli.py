@@ -90,6 +90,7 @@ def prepare_config(args: argparse.Namespace) -> PrepareConfig:
 def _data(args: argparse.Namespace) -> int:
     if args.data_cmd == "prepare":
         from fixtalk.train.prepare_job import run_job
+        from fixtalk.train.prepare_records import UsageError
 
         if args.address:
             print("fixtalk data prepare: --address joins a Ray cluster: run the `fixtalk` command "
@@ -97,7 +98,7 @@ def _data(args: argparse.Namespace) -> int:
             return 2
         try:
             return run_job(args.video_dir, args.out, prepare_config(args)).exit_code
-        except (FileNotFoundError, ValueError) as exc:
+        except UsageError as exc:
             print(f"fixtalk data prepare: {exc}", file=sys.stderr)
             return 2
     from fixtalk.train import synthetic

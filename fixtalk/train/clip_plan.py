@@ -6,9 +6,11 @@ Per shot (:class:`fixtalk.train.face_scan.FaceScan`), in this order:
 
 1. ``too_short``: the shot is shorter than ``min_seconds`` (and at least 2 frames);
 2. ``several_faces``: two or more faces in ``several_faces_share`` of its detection frames;
-3. the shot is cut into clips of ``segment`` seconds (a remainder shorter than ``min_seconds``
-   joins the clip before it); a clip whose face is missing in more than ``max_missing`` of its
-   frames is dropped as ``no_face``.
+3. clips are cut to the face track: stretches of the shot without a face (longer than
+   ``max_gap`` seconds; shorter gaps are bridged, their landmarks interpolated) are dropped as
+   ``no_face``, and a run of the track shorter than ``min_seconds`` as ``too_short``;
+4. each run of the track is cut into clips of ``segment`` seconds (a remainder shorter than
+   ``min_seconds`` joins the clip before it).
 
 Frames after the end of the audio are dropped as ``no_audio``.
 """
@@ -32,7 +34,7 @@ class Piece:
     shot: int
     reason: str | None = None
     message: str = ""
-    missing: float = 0.0  # share of the frames without a face (interpolated in a clip)
+    missing: float = 0.0  # share of a clip's frames whose landmarks are interpolated (bridged gaps)
 
     @property
     def seconds(self) -> float:
@@ -74,15 +76,43 @@ def plan_shot(scan: FaceScan, start: int, stop: int, shot: int, cfg: PrepareConf
                          "speaker: crop the video to that person")
         return [whole]
     pieces = []
-    found = scan.found
-    for a, b in segment_bounds(start, stop, cfg):
-        piece = Piece(a, b, shot, missing=float(1.0 - found[a:b].mean()))
-        if piece.missing > float(cfg.max_missing):
-            piece.reason = "no_face"
-            piece.message = (f"shot {shot} ({piece.span()}): no face in {piece.missing:.0%} of the "
-                             f"frames (max_missing={cfg.max_missing})")
-        pieces.append(piece)
+    for a, b, has_face in face_runs(scan.found, start, stop, cfg):
+        run = Piece(a, b, shot)
+        if not has_face:
+            run.reason = "no_face"
+            run.message = f"shot {shot} ({run.span()}): no face for {run.seconds:.2f} s"
+        elif b - a < min_frames(cfg):
+            run.reason = "too_short"
+            run.message = (f"shot {shot} ({run.span()}): the face is tracked for {run.seconds:.2f} s "
+                           f"only, less than min_seconds={cfg.min_seconds}")
+        if run.reason:
+            pieces.append(run)
+            continue
+        found = scan.found
+        pieces += [Piece(s, e, shot, missing=float(1.0 - found[s:e].mean()))
+                   for s, e in segment_bounds(a, b, cfg)]
     return pieces
+
+
+def face_runs(found: np.ndarray, start: int, stop: int, cfg: PrepareConfig) -> list[tuple[int, int, bool]]:
+    """start..stop split into (a, b, has_face) stretches: the face track, whose gaps of up to
+    ``max_gap`` seconds are bridged, and the stretches without a face between its runs."""
+    bridge = round(float(cfg.max_gap) * FPS)
+    runs: list[list[int]] = []
+    for t in np.nonzero(found[start:stop])[0] + start:
+        if runs and t - runs[-1][1] <= bridge:
+            runs[-1][1] = int(t) + 1
+        else:
+            runs.append([int(t), int(t) + 1])
+    out, at = [], start
+    for a, b in runs:
+        if a > at:
+            out.append((at, a, False))
+        out.append((a, b, True))
+        at = b
+    if at < stop:
+        out.append((at, stop, False))
+    return out
 
 
 def plan_pieces(scan: FaceScan, audio_frames: int, cfg: PrepareConfig) -> list[Piece]:

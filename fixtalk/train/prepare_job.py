@@ -17,6 +17,7 @@ from pathlib import Path
 from fixtalk.config import PrepareConfig
 from fixtalk.train.prepare import describe, prepare_video
 from fixtalk.train.prepare_records import (
+    UsageError,
     VideoTask,
     clear_partial,
     list_videos,
@@ -48,7 +49,7 @@ def pending(tasks: list[VideoTask], out: Path, cfg: PrepareConfig) -> tuple[list
         changed = {k: (had.get(k), v) for k, v in wanted.items() if had.get(k) != v}
         if changed:
             what = ", ".join(f"{k}: {a!r} before, {b!r} now" for k, (a, b) in changed.items())
-            raise ValueError(f"{record_path(out, task.video_id)} was prepared with other settings ({what}); "
+            raise UsageError(f"{record_path(out, task.video_id)} was prepared with other settings ({what}); "
                              "give a new OUT folder, or rerun with the settings used before")
         done.append(task)
     return todo, done

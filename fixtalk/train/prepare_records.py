@@ -24,6 +24,10 @@ RECORDS = "_videos"
 PARTIAL = ".partial"
 
 
+class UsageError(ValueError):
+    """The job cannot start as asked (VIDEO_DIR, OUT or the settings); the message says what to do."""
+
+
 @dataclass
 class VideoTask:
     """One source video: its ``path``, its ``source`` path under VIDEO_DIR, the ``video_id``
@@ -47,17 +51,17 @@ def list_videos(video_dir: str | Path) -> list[VideoTask]:
     or two videos that would share a video_id."""
     root = Path(video_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder of videos: give the folder that holds them")
+        raise UsageError(f"{root} is not a folder of videos: give the folder that holds them")
     paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not paths:
-        raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {root}")
+        raise UsageError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {root}")
     tasks, seen = [], {}
     for p in paths:
         rel = p.relative_to(root)
         vid = video_id(rel)
         if vid in seen:
-            raise ValueError(f"{seen[vid]} and {rel} would both be named {vid!r}: rename one of them")
+            raise UsageError(f"{seen[vid]} and {rel} would both be named {vid!r}: rename one of them")
         seen[vid] = rel
         identity = rel.parts[0] if len(rel.parts) > 1 else rel.stem
         tasks.append(VideoTask(str(p), rel.as_posix(), vid, identity))
@@ -85,7 +89,7 @@ def read_record(out: str | Path, vid: str) -> dict | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is damaged ({exc}); delete it to prepare that video again") from exc
+        raise UsageError(f"{path} is damaged ({exc}); delete it to prepare that video again") from exc
 
 
 def read_records(out: str | Path) -> list[dict]:

@@ -70,7 +70,7 @@ def drop_lines(records: list[dict], limit: int | None = None) -> list[str]:
     lines = [f"- {r['source']}: {d['reason']} ({d['seconds']:.2f} s): {d['message']}"
              for r in records for d in r["drops"]]
     if limit is not None and len(lines) > limit:
-        lines = lines[:limit] + [f"- ... {len(lines) - limit} more in prepare_videos.csv"]
+        lines = [*lines[:limit], f"- ... {len(lines) - limit} more in prepare_videos.csv"]
     return lines
 
 
