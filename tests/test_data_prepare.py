@@ -215,5 +215,8 @@ def test_clips_are_cut_to_the_face_track_and_every_frame_is_accounted_for():
                      (190, 200, "no_audio")]
     assert pieces[1].missing == pytest.approx(5 / 50)  # the bridged 0.2 s gap
     assert sum(p.stop - p.start for p in pieces) == n
+    # a video that outlasts its audio by a frame or two (25 fps rounding) keeps its end
+    assert plan_pieces(scan, audio_frames=n - 2, cfg=cfg)[-1].stop == n
+    assert plan_pieces(scan, audio_frames=n - 2, cfg=cfg)[-1].reason is None
     scan.faces[::5] = 2  # two people in every checked frame
     assert [p.reason for p in plan_pieces(scan, n, cfg)] == ["several_faces"]

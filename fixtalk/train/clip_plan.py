@@ -12,7 +12,7 @@ Per shot (:class:`fixtalk.train.face_scan.FaceScan`), in this order:
 4. each run of the track is cut into clips of ``segment`` seconds (a remainder shorter than
    ``min_seconds`` joins the clip before it).
 
-Frames after the end of the audio are dropped as ``no_audio``.
+Frames after the end of the audio (more than ``AUDIO_SLACK``) are dropped as ``no_audio``.
 """
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ import numpy as np
 from fixtalk.config import PrepareConfig
 from fixtalk.train.data_format import FPS
 from fixtalk.train.face_scan import FaceScan
+
+
+#: Frames of video past the end of the audio that still count as the video's (their audio is
+#: silence): the two streams of a file end within a frame or two of each other.
+AUDIO_SLACK = 2
 
 
 @dataclass
@@ -118,6 +123,8 @@ def face_runs(found: np.ndarray, start: int, stop: int, cfg: PrepareConfig) -> l
 def plan_pieces(scan: FaceScan, audio_frames: int, cfg: PrepareConfig) -> list[Piece]:
     """Every frame of the video in one piece, in frame order."""
     usable = min(len(scan), int(audio_frames))
+    if len(scan) - usable <= AUDIO_SLACK:  # resampling to 25 fps rounds the video's end
+        usable = len(scan)
     pieces = []
     for shot, (a, b) in enumerate(scan.shot_ranges(usable)):
         pieces += plan_shot(scan, a, b, shot, cfg)
