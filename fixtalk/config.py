@@ -337,3 +337,44 @@ class FootageFitConfig:
     seed: int = 0
     num_threads: int = 0  # torch CPU threads while fitting (0 = every core)
     checkpoint_minutes: float = 2.0
+
+
+@dataclass
+class PrepareConfig:
+    """``fixtalk data prepare`` (:mod:`fixtalk.train.prepare`): talking-face videos -> training
+    clips in the on-disk format (:mod:`fixtalk.train.data_format`).
+
+    Each video is decoded at 25 fps / 16 kHz; a frame whose 32x32 grey thumbnail differs from the
+    previous one by more than ``scene_cut`` (mean absolute difference, 0-1) starts a new shot;
+    each shot is cut into clips of ``segment`` seconds (0: one clip per shot; a remainder shorter
+    than ``min_seconds`` joins the clip before it), each with ONE fixed crop of ``size`` pixels
+    (EDTalk's preprocessing). Faces are detected on every ``detect_every``-th frame and at each
+    shot start (on a copy scaled to ``detect_max_side``), landmarks fitted on every frame. A shot
+    shorter than ``min_seconds`` is dropped as ``too_short``; one with two or more faces in
+    ``several_faces_share`` of its detection frames as ``several_faces`` (faces smaller than
+    ``minor_face_area`` of the largest one's box do not count). Clips are cut to the face track:
+    stretches without a face longer than ``max_gap`` seconds are dropped as ``no_face`` (shorter
+    gaps are bridged), a run of the track shorter than ``min_seconds`` as ``too_short``.
+    ``num_cpus`` is Ray's CPU request per video task. ``split`` and ``licence`` go into every
+    clip's meta.json."""
+
+    size: int = 128
+    segment: float = 10.0
+    min_seconds: float = 1.0
+    max_gap: float = 0.4
+    scene_cut: float = 0.30
+    several_faces_share: float = 0.3
+    minor_face_area: float = 0.25
+    detect_every: int = 5
+    detect_max_side: int = 480
+    split: str = "train"
+    licence: str = "unknown (set --licence)"
+    num_cpus: float = 1.0
+
+    #: Settings that change the clips made: a rerun into the same OUT must use the same values.
+    CLIP_SETTINGS = ("size", "segment", "min_seconds", "max_gap", "scene_cut",
+                     "several_faces_share", "minor_face_area", "detect_every", "detect_max_side")
+
+    def clip_settings(self) -> dict:
+        """The values of :attr:`CLIP_SETTINGS` (recorded with every prepared video)."""
+        return {name: getattr(self, name) for name in self.CLIP_SETTINGS}

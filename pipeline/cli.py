@@ -8,7 +8,8 @@
     fixtalk verify CLIP...          (pipeline.verify: content credentials)
     fixtalk qc CLIP [--portrait IMAGE] [--script TEXT | --script-file FILE] [--format json|table]
                                     (pipeline.qc_clip: QC of one existing clip)
-    fixtalk train ... / fixtalk data prepare ...   (fixtalk.train.cli)
+    fixtalk train ... / fixtalk data synthetic ... (fixtalk.train.cli)
+    fixtalk data prepare VIDEO_DIR OUT ...        (pipeline.data_prepare: a Ray Data job)
 
 Exit codes of ``run``: 0 all clips ok, 3 some failed, 2 usage or invalid manifest, 1 systemic error.
 """
@@ -22,7 +23,7 @@ from typing import Sequence
 
 EXIT_USAGE = 2
 DISPATCH = {"audit": "pipeline.audit", "verify": "pipeline.verify", "qc": "pipeline.qc_clip",
-            "train": "fixtalk.train.cli", "data": "fixtalk.train.cli"}
+            "train": "fixtalk.train.cli", "data": "pipeline.data_prepare"}
 #: modules whose ``main`` takes the arguments after the command (the others get the command too)
 OWN_ARGV = ("pipeline.audit", "pipeline.verify", "pipeline.qc_clip")
 

@@ -28,6 +28,7 @@ from pipeline.config import ConfigError, PipelineConfig, load_config
 from pipeline.ledger import Ledger, checkpoint_id, fingerprint, latest, options_digest, read_ledger
 from pipeline.plan import CLIPS_DIR, WORK_DIR, parse_shard, read_only_ids, select
 from pipeline.progress import Progress
+from pipeline.ray_session import start_ray
 from pipeline.results import (
     assemble,
     code_version,
@@ -159,17 +160,7 @@ def _remove_own_temps(out: Path, clip_ids: Sequence[str]) -> None:
 
 def _ensure_ray(cfg: PipelineConfig) -> bool:
     """Start a local Ray (or join ``run.ray_address``) unless one is running; True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-    if cfg.run.ray_address:
-        ray.init(address=cfg.run.ray_address, **kwargs)
-    else:
-        ray.init(address="local", num_cpus=cfg.run.num_cpus or os.cpu_count(), **kwargs)
-    return True
+    return start_ray(cfg.run.ray_address, cfg.run.num_cpus)
 
 
 _EXC_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Fault|Exit|Interrupt)): (.+)$")

@@ -152,3 +152,15 @@ def mouth_opening(landmarks: np.ndarray) -> float:
     gap = np.mean([np.linalg.norm(pts[61 + i] - pts[67 - i]) for i in range(3)])
     width = np.linalg.norm(pts[48] - pts[54]) + 1e-6
     return float(gap / width)
+
+
+def follow_face(found: list[np.ndarray], previous: np.ndarray | None) -> np.ndarray | None:
+    """Of the landmarks of faces ``found`` in a frame (largest first), the one that continues a
+    track at ``previous``: the nearest, if within half a face width of it, else the largest."""
+    if not found:
+        return None
+    if previous is None:
+        return found[0]
+    centre = previous.mean(0)
+    nearest = min(found, key=lambda p: float(np.linalg.norm(p.mean(0) - centre)))
+    return nearest if np.linalg.norm(nearest.mean(0) - centre) <= 0.5 * face_width(previous) else found[0]

@@ -2,10 +2,14 @@
 
     fixtalk train --config configs/train_default.yaml --data DATA --out RUN [--device cpu]
                   [--max-minutes M] [--init CKPT|EDTalk.pt]
-    fixtalk data prepare VIDEO_DIR OUT [--size 128] [--segment 10]
+    fixtalk data prepare VIDEO_DIR OUT [--size 128] [--segment 10] [--min-seconds 1]
+                         [--split train] [--licence TEXT] [--num-cpus 1] [--address ADDR]
     fixtalk data synthetic OUT [--clips 40] [--eval-clips 5] [--size 128] [--seed 0] [--portraits DIR] [--reshape P]
 
 Rerunning ``fixtalk train`` with the same ``--out`` resumes from ``RUN/train_state.pt``.
+The ``fixtalk`` command runs ``data prepare`` as a Ray Data job (``pipeline.data_prepare``, one
+task per video, local or ``--address``); ``python -m fixtalk.train.cli data prepare`` runs the same
+per-video worker in this one process, without Ray (docs/data_preparation.md).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from fixtalk.config import StageConfig, TrainConfig
+from fixtalk.config import PrepareConfig, StageConfig, TrainConfig
 
 
 def load_train_config(path: str | Path | None) -> TrainConfig:
@@ -77,13 +81,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_config(args: argparse.Namespace) -> PrepareConfig:
+    """The PrepareConfig of ``fixtalk data prepare`` arguments."""
+    return PrepareConfig(size=args.size, segment=args.segment, min_seconds=args.min_seconds,
+                         split=args.split, licence=args.licence, num_cpus=args.num_cpus)
+
+
 def _data(args: argparse.Namespace) -> int:
     if args.data_cmd == "prepare":
-        from fixtalk.train.prepare import prepare_dir
+        from fixtalk.train.prepare_job import run_job
+        from fixtalk.train.prepare_records import UsageError
 
-        made = prepare_dir(args.video_dir, args.out, size=args.size, segment=args.segment)
-        print(f"{len(made)} clips written under {args.out}")
-        return 0 if made else 1
+        if args.address:
+            print("fixtalk data prepare: --address joins a Ray cluster: run the `fixtalk` command "
+                  "(python -m pipeline.cli), not python -m fixtalk.train.cli", file=sys.stderr)
+            return 2
+        try:
+            return run_job(args.video_dir, args.out, prepare_config(args)).exit_code
+        except UsageError as exc:
+            print(f"fixtalk data prepare: {exc}", file=sys.stderr)
+            return 2
     from fixtalk.train import synthetic
 
     argv = [str(args.out), "--clips", str(args.clips), "--eval-clips", str(args.eval_clips),
@@ -109,11 +126,20 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     t.set_defaults(func=_train)
     d = sub.add_parser("data", help="build training data")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
-    pr = dsub.add_parser("prepare", help="videos (HDTF/MEAD/VFHQ style) -> training clips")
-    pr.add_argument("video_dir")
-    pr.add_argument("out")
-    pr.add_argument("--size", type=int, default=128)
-    pr.add_argument("--segment", type=float, default=10.0, help="seconds per clip")
+    pr = dsub.add_parser("prepare", help="videos (HDTF/MEAD/VFHQ style) -> training clips "
+                                         "(a Ray Data job: one task per video; reruns resume)")
+    pr.add_argument("video_dir", help="folder of talking-face videos (searched recursively)")
+    pr.add_argument("out", help="folder of clip folders, OUT/_videos done-records, OUT/prepare_summary.*")
+    pr.add_argument("--size", type=int, default=PrepareConfig.size, help="crop size in pixels")
+    pr.add_argument("--segment", type=float, default=PrepareConfig.segment,
+                    help="seconds per clip (0: one clip per shot)")
+    pr.add_argument("--min-seconds", type=float, default=PrepareConfig.min_seconds,
+                    help="shots shorter than this are dropped (too_short)")
+    pr.add_argument("--split", default=PrepareConfig.split, help="split written into every clip's meta.json")
+    pr.add_argument("--licence", default=PrepareConfig.licence, help="licence of the videos, into meta.json")
+    pr.add_argument("--num-cpus", type=float, default=PrepareConfig.num_cpus, help="Ray CPUs per video task")
+    pr.add_argument("--address", help="join a running Ray cluster ('auto' or host:port) instead of starting "
+                                      "one; VIDEO_DIR and OUT must then be on storage every node mounts")
     sy = dsub.add_parser("synthetic", help="offline self-driven clips from shipped portraits")
     sy.add_argument("out")
     sy.add_argument("--clips", type=int, default=40)

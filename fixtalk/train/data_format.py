@@ -120,12 +120,15 @@ def read_clip(folder: str | Path) -> Clip:
 
 
 def list_clips(root: str | Path, split: str | None = None) -> list[Path]:
-    """Clip folders under ``root`` (sorted), optionally only those whose meta split matches."""
+    """Clip folders under ``root`` (sorted), optionally only those whose meta split matches.
+    Folders under a dot-folder (``.partial``: clips still being written) are not clips."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
     out = []
     for meta_path in sorted(root.rglob("meta.json")):
+        if any(part.startswith(".") for part in meta_path.relative_to(root).parts[:-1]):
+            continue
         if split is not None and json.loads(meta_path.read_text()).get("split", "train") != split:
             continue
         out.append(meta_path.parent)

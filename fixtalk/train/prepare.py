@@ -1,171 +1,140 @@
-"""``fixtalk data prepare VIDEO_DIR OUT``: talking-face videos -> training clips (data_format).
+"""One video -> training clips (data_format): the per-video worker of ``fixtalk data prepare``.
 
-For each video (HDTF / MEAD / VFHQ style: one talking face per video) under VIDEO_DIR:
-1. ffmpeg decodes it to 25 fps RGB frames and 16 kHz mono audio (argv lists, file/pipe protocols);
-2. dlib finds the face and its 68 landmarks on every frame (detection on a downscaled frame, landmarks
-   at full resolution); frames without a face take interpolated landmarks;
-3. each segment (``--segment`` seconds) gets ONE fixed crop (as EDTalk/FOMM do): the similarity
-   transform of the segment's median eye/mouth centres onto the canonical template (crop.py);
-4. frames, audio, landmarks (in crop pixels) and meta.json are written as one clip folder.
+For a talking-face video (HDTF / MEAD / VFHQ style), :func:`prepare_video`:
+
+1. probes it and decodes its audio to 16 kHz mono (:mod:`fixtalk.train.video_io`);
+2. scans its 25 fps frames for shots, face counts and 68 landmarks (:mod:`fixtalk.train.face_scan`);
+3. cuts the frames into clips per shot, or drops them with a reason (:mod:`fixtalk.train.clip_plan`);
+4. decodes the frames again and writes each clip as its last frame arrives, with ONE fixed crop
+   per clip as EDTalk/FOMM do: the similarity transform of the clip's median eye/mouth centres
+   onto the canonical template (:mod:`fixtalk.train.crop`); landmarks are stored in crop pixels.
+   A clip is written under ``OUT/.partial`` and renamed into place when complete;
+5. writes the video's done-record ``OUT/_videos/<video_id>.json`` (clips made, footage dropped
+   and why) last, so a rerun skips the video (:mod:`fixtalk.train.prepare_records`).
+
+It is a plain function (no Ray): the Ray job (``pipeline.data_prepare``) maps it over videos.
+Problems of the video itself never raise; a missing ffmpeg binary does (systemic).
 """
 from __future__ import annotations
 
-import json
-import subprocess
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
+from fixtalk.config import PrepareConfig
 from fixtalk.train import crop as cropping
-from fixtalk.train.data_format import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, write_clip
+from fixtalk.train.clip_plan import Piece, fill_missing, plan_pieces
+from fixtalk.train.data_format import FPS, SAMPLES_PER_FRAME, write_clip
+from fixtalk.train.face_scan import FaceScan, scan_frames
+from fixtalk.train.prepare_records import (
+    PARTIAL,
+    VideoTask,
+    move_into_place,
+    record_path,
+    write_json_atomic,
+)
+from fixtalk.train.video_io import VideoProblem, iter_frames, probe, read_audio
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
-_PROTOCOLS = ["-protocol_whitelist", "file,pipe"]
+RECORD_FORMAT = 1
 
 
-def probe(path: Path) -> dict:
-    """Width, height and whether the file has audio (ffprobe)."""
-    cmd = ["ffprobe", "-v", "error", *_PROTOCOLS, "-show_entries", "stream=codec_type,width,height",
-           "-of", "json", str(path)]
+def _task(video: VideoTask | str | Path) -> VideoTask:
+    if isinstance(video, VideoTask):
+        return video
+    path = Path(video)
+    return VideoTask(str(path), path.name, path.stem, path.stem)
+
+
+def _drop_row(piece: Piece) -> dict:
+    return {"reason": piece.reason, "start": piece.start, "stop": piece.stop,
+            "seconds": round(piece.seconds, 3), "message": piece.message}
+
+
+def prepare_video(video: VideoTask | str | Path, out: str | Path, cfg: PrepareConfig | None = None,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Prepare one video into clip folders ``OUT/<video_id>_<k>``; returns its done-record:
+    ``clips`` (name, frames, seconds, shot, missing), ``drops`` (reason, seconds, message),
+    ``seconds`` of footage, ``kept_seconds``, the ``settings`` used and ``took_s``."""
+    task, out, cfg = _task(video), Path(out), cfg or PrepareConfig()
+    path = Path(task.path)
+    started = time.time()
+    record = {"format": RECORD_FORMAT, "source": task.source, "video_id": task.video_id,
+              "identity": task.identity, "seconds": 0.0, "kept_seconds": 0.0, "clips": [],
+              "drops": [], "settings": cfg.clip_settings()}
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True)
-    except FileNotFoundError as exc:
-        raise RuntimeError("ffprobe not found: install ffmpeg (Debian package ffmpeg)") from exc
-    if res.returncode != 0:
-        raise ValueError(f"{path}: ffprobe cannot read it: {res.stderr.strip()}")
-    streams = json.loads(res.stdout).get("streams", [])
-    video = [s for s in streams if s.get("codec_type") == "video"]
-    if not video:
-        raise ValueError(f"{path}: no video stream")
-    return {"width": int(video[0]["width"]), "height": int(video[0]["height"]),
-            "has_audio": any(s.get("codec_type") == "audio" for s in streams)}
+        info = probe(path)
+        audio = read_audio(path)
+        scan = scan_frames(iter_frames(path, info["width"], info["height"]), cfg)
+        if len(scan) == 0:
+            raise VideoProblem("unreadable", f"{path}: ffmpeg decoded no frames; re-encode it",
+                               info["duration"])
+        record["seconds"] = round(len(scan) / FPS, 3)
+        pieces = plan_pieces(scan, len(audio) // SAMPLES_PER_FRAME, cfg)
+        record["drops"] = [_drop_row(p) for p in pieces if p.reason]
+        kept = [p for p in pieces if p.reason is None]
+        if kept:
+            record["clips"] = write_clips(path, out, task, kept, scan, audio, cfg, info)
+    except VideoProblem as exc:
+        record["seconds"] = round(exc.seconds, 3)
+        record["drops"] = [{"reason": exc.reason, "start": 0, "stop": 0,
+                            "seconds": round(exc.seconds, 3), "message": str(exc)}]
+    record["kept_seconds"] = round(sum(c["seconds"] for c in record["clips"]), 3)
+    record["took_s"] = round(time.time() - started, 2)
+    write_json_atomic(record_path(out, task.video_id), record)
+    if log is not None:
+        log(describe(record))
+    return record
 
 
-def read_audio(path: Path) -> np.ndarray:
-    """The first audio stream as float32 16 kHz mono."""
-    cmd = ["ffmpeg", "-v", "error", *_PROTOCOLS, "-i", str(path), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
-           "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
-    res = subprocess.run(cmd, capture_output=True)
-    if res.returncode != 0:
-        raise ValueError(f"{path}: cannot decode audio: {res.stderr.decode(errors='replace').strip()}")
-    return np.frombuffer(res.stdout, dtype="<i2").astype(np.float32) / 32768.0
-
-
-def iter_frames(path: Path, width: int, height: int) -> Iterator[np.ndarray]:
-    """RGB uint8 frames resampled to 25 fps, streamed from an ffmpeg pipe."""
-    cmd = ["ffmpeg", "-v", "error", *_PROTOCOLS, "-i", str(path), "-an", "-vf", f"fps={FPS}",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    nbytes = width * height * 3
-    try:
-        while True:
-            buf = proc.stdout.read(nbytes)
-            if len(buf) < nbytes:
-                break
-            yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        if proc.wait() != 0:
-            raise ValueError(f"{path}: ffmpeg failed while decoding frames: {err.strip()}")
-
-
-def frame_landmarks(frame: np.ndarray, detect_side: int = 480) -> np.ndarray | None:
-    """68 landmarks of the largest-scoring face: detection on a downscaled copy, shape at full size."""
-    import cv2
-
-    h, w = frame.shape[:2]
-    k = min(1.0, detect_side / max(h, w))
-    small = cv2.resize(frame, (int(w * k), int(h * k)), interpolation=cv2.INTER_AREA) if k < 1 else frame
-    lm = cropping.detect_landmarks(small, upsample=1)
-    if lm is None:
-        return None
-    if k < 1:  # refine at full resolution inside the scaled box
-        lo, hi = lm.min(0) / k, lm.max(0) / k
-        pad = 0.1 * (hi - lo)
-        lm = cropping.landmarks_in_box(frame, (lo[0] - pad[0], lo[1] - pad[1], hi[0] + pad[0], hi[1] + pad[1]))
-    return lm
-
-
-def fill_missing(lms: list[np.ndarray | None]) -> np.ndarray:
-    """Linear interpolation of landmarks over frames where no face was found."""
-    n = len(lms)
-    have = np.array([x is not None for x in lms])
-    if not have.any():
-        raise ValueError("no face found in any frame")
-    out = np.zeros((n, 68, 2))
-    idx = np.nonzero(have)[0]
-    arr = np.stack([lms[i] for i in idx])
-    for j in range(68):
-        for d in range(2):
-            out[:, j, d] = np.interp(np.arange(n), idx, arr[:, j, d])
-    return out
-
-
-def prepare_video(path: str | Path, out: str | Path, size: int = 128, segment: float = 10.0,
-                  min_seconds: float = 1.0, max_missing: float = 0.3, split: str = "train",
-                  licence: str = "unknown (set --licence)", log: Callable[[str], None] = print) -> list[Path]:
-    """Prepare one video into clip folders ``OUT/<stem>_<k>``; returns the folders written."""
-    path, out = Path(path), Path(out)
-    info = probe(path)
-    if not info["has_audio"]:
-        raise ValueError(f"{path}: no audio stream; training clips need the speech")
-    audio = read_audio(path)
-    lms: list[np.ndarray | None] = []
-    for frame in iter_frames(path, info["width"], info["height"]):
-        lms.append(frame_landmarks(frame))
-    n = min(len(lms), len(audio) // SAMPLES_PER_FRAME)
-    if n < 2:
-        raise ValueError(f"{path}: fewer than 2 frames with audio")
-    lms = lms[:n]
-    seg = n if segment <= 0 else max(2, int(round(segment * FPS)))
-    bounds = [(s, min(n, s + seg)) for s in range(0, n, seg)]
+def write_clips(path: Path, out: Path, task: VideoTask, kept: list[Piece], scan: FaceScan,
+                audio: np.ndarray, cfg: PrepareConfig, info: dict) -> list[dict]:
+    """Decode the frames again and write each kept piece as a clip when its last frame arrives."""
+    size = int(cfg.size)
     plans = []
-    for k, (a, b) in enumerate(bounds):
-        if (b - a) < min_seconds * FPS:
-            continue
-        part = lms[a:b]
-        missing = sum(x is None for x in part) / len(part)
-        if missing > max_missing:
-            log(f"[prepare] {path.name} segment {k}: face missing in {missing:.0%} of frames, skipped")
-            continue
-        filled = fill_missing(part)
-        mat = cropping.crop_matrix(np.median(filled, axis=0), size)
-        plans.append((k, a, b, mat, filled, missing))
-    written = []
-    if not plans:
-        return written
-    buffers = {k: np.empty((b - a, size, size, 3), np.uint8) for k, a, b, *_ in plans}
+    for k, piece in enumerate(kept):
+        filled = fill_missing(scan.landmarks[piece.start:piece.stop])
+        plans.append((k, piece, cropping.crop_matrix(np.median(filled, axis=0), size), filled))
+    made, current, frames = [], 0, None
     for t, frame in enumerate(iter_frames(path, info["width"], info["height"])):
-        for k, a, b, mat, *_ in plans:
-            if a <= t < b:
-                buffers[k][t - a] = cropping.warp_crop(np.ascontiguousarray(frame), mat, size)
-    for k, a, b, mat, filled, missing in plans:
-        meta = {"kind": "video", "identity": path.stem, "split": split, "source": str(path.name),
-                "licence": licence, "segment": [a, b], "crop_matrix": mat.tolist(),
-                "missing_face_fraction": round(missing, 4)}
-        clip_audio = audio[a * SAMPLES_PER_FRAME: b * SAMPLES_PER_FRAME]
-        folder = write_clip(out / f"{path.stem}_{k:03d}", buffers[k], clip_audio,
-                            cropping.apply_matrix(mat, filled), meta)
-        written.append(folder)
-        log(f"[prepare] {folder.name}: {b - a} frames, face missing in {missing:.0%}")
-    return written
+        if current >= len(plans):
+            continue  # read to the end: ffmpeg's exit status tells a decoding failure
+        k, piece, mat, filled = plans[current]
+        if t < piece.start:
+            continue
+        if frames is None:
+            frames = np.empty((piece.stop - piece.start, size, size, 3), np.uint8)
+        frames[t - piece.start] = cropping.warp_crop(np.ascontiguousarray(frame), mat, size)
+        if t == piece.stop - 1:
+            made.append(_write_one(out, task, k, piece, mat, filled, frames, audio, cfg))
+            current, frames = current + 1, None
+    return made
 
 
-def prepare_dir(video_dir: str | Path, out: str | Path, log: Callable[[str], None] = print, **kw) -> list[Path]:
-    """Prepare every video under ``video_dir``; a bad video is reported and skipped."""
-    video_dir = Path(video_dir)
-    if not video_dir.is_dir():
-        raise FileNotFoundError(f"{video_dir} is not a folder of videos")
-    videos = sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
-    if not videos:
-        raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {video_dir}")
-    written = []
-    for v in videos:
-        try:
-            written += prepare_video(v, out, log=log, **kw)
-        except ValueError as exc:
-            log(f"[prepare] skipped {v}: {exc}")
-    return written
+def _write_one(out: Path, task: VideoTask, k: int, piece: Piece, mat: np.ndarray, filled: np.ndarray,
+               frames: np.ndarray, audio: np.ndarray, cfg: PrepareConfig) -> dict:
+    """One clip folder, written under OUT/.partial and renamed into place."""
+    name = f"{task.video_id}_{k:03d}"
+    meta = {"kind": "video", "identity": task.identity, "split": cfg.split, "source": task.source,
+            "licence": cfg.licence, "shot": piece.shot, "segment": [piece.start, piece.stop],
+            "crop_matrix": mat.tolist(), "missing_face_fraction": round(piece.missing, 4)}
+    clip_audio = audio[piece.start * SAMPLES_PER_FRAME: piece.stop * SAMPLES_PER_FRAME]
+    tmp = out / PARTIAL / name
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed run
+    write_clip(tmp, frames, clip_audio, cropping.apply_matrix(mat, filled), meta)
+    move_into_place(tmp, out / name)
+    return {"name": name, "start": piece.start, "stop": piece.stop, "seconds": round(piece.seconds, 3),
+            "shot": piece.shot, "missing": round(piece.missing, 4)}
+
+
+def describe(record: dict) -> str:
+    """One line about a finished video: clips made and footage dropped by reason."""
+    drops: dict[str, float] = {}
+    for d in record["drops"]:
+        drops[d["reason"]] = drops.get(d["reason"], 0.0) + d["seconds"]
+    dropped = ", ".join(f"{r} {s:.1f} s" for r, s in drops.items())
+    return (f"[prepare] {record['source']}: {len(record['clips'])} clip(s), "
+            f"{record['kept_seconds']:.1f} of {record['seconds']:.1f} s kept"
+            + (f"; dropped: {dropped}" if dropped else ""))

@@ -37,7 +37,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from fixtalk.measure.faces import box_from_landmarks, face_width, landmarks_in_box
+from fixtalk.measure.faces import box_from_landmarks, face_width, follow_face, landmarks_in_box
+from fixtalk.measure.shots import is_cut, thumbnail
 from stages.face.alignment import FaceFinder, similarity_transform
 
 #: Frame status codes of a track.
@@ -109,12 +110,6 @@ def turn_proxy(landmarks: np.ndarray) -> float:
     return float(2.0 * ((pts[30] - pts[0]) @ axis) / length - 1.0)
 
 
-def thumbnail(frame: np.ndarray) -> np.ndarray:
-    """32x32 grey thumbnail in [0, 1] (scene-cut detection)."""
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-
-
 class FaceTracker:
     """Tracks the one presenter through the frames of a footage (see the module docstring)."""
 
@@ -132,7 +127,7 @@ class FaceTracker:
             for frame in chunk:
                 height, width = frame.shape[:2]
                 thumb = thumbnail(frame)
-                if prev_thumb is None or float(np.abs(thumb - prev_thumb).mean()) > cfg.scene_cut:
+                if is_cut(thumb, prev_thumb, cfg.scene_cut):
                     shot, prev_pts, since = shot + 1, None, 0
                 prev_thumb = thumb
                 count = -1
@@ -163,15 +158,7 @@ class FaceTracker:
 
     def _confirm(self, found: list[np.ndarray], prev: np.ndarray | None) -> np.ndarray | None:
         """The detection that continues the track (nearest to it), or the largest one."""
-        if not found:
-            return None
-        if prev is None:
-            return found[0]
-        centre = prev.mean(0)
-        best = min(found, key=lambda p: float(np.linalg.norm(p.mean(0) - centre)))
-        if np.linalg.norm(best.mean(0) - centre) > 0.5 * face_width(prev):
-            return found[0]
-        return best
+        return follow_face(found, prev)
 
     def _fit(self, frame: np.ndarray, prev: np.ndarray) -> np.ndarray | None:
         """Landmarks in the box of ``prev``, refitted once in their own box; None when the fit
