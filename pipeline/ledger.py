@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -123,12 +123,14 @@ def footage_digest(cfg: Any) -> str:
     return hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fingerprint(row: dict[str, Any], options_hex: str, ckpt_id: str) -> str:
-    """Fingerprint of one validated row (paths absolute); raises ``OSError`` if an input vanished."""
+def fingerprint(row: dict[str, Any], options_hex: str, ckpt_id: str,
+                digest: Callable[[str], str] = file_sha256) -> str:
+    """Fingerprint of one validated row (paths absolute); raises ``OSError`` if an input vanished.
+    ``digest``: the content hash of a file (a caller fingerprinting many rows passes a memo)."""
     h = hashlib.sha256(f"fixtalk-fp-{FINGERPRINT_VERSION}\n".encode())
     for col in INPUT_FILE_COLUMNS:
         value = row.get(col)
-        h.update(f"{col}={file_sha256(value) if value else '-'}\n".encode())
+        h.update(f"{col}={digest(value) if value else '-'}\n".encode())
     for col in INPUT_VALUE_COLUMNS:
         value = row.get(col)
         if isinstance(value, float):
@@ -138,7 +140,7 @@ def fingerprint(row: dict[str, Any], options_hex: str, ckpt_id: str) -> str:
     if any(row.get(col) for col in FOOTAGE_FILE_COLUMNS):
         for col in FOOTAGE_FILE_COLUMNS:
             value = row.get(col)
-            h.update(f"{col}={file_sha256(value) if value else '-'}\n".encode())
+            h.update(f"{col}={digest(value) if value else '-'}\n".encode())
         h.update(f"footage_options={footage}\n".encode())
     h.update(f"options={common}\ncheckpoint={ckpt_id}\n".encode())
     return h.hexdigest()

@@ -102,6 +102,9 @@ def select(frame: pd.DataFrame, prior: pd.DataFrame, out: str | os.PathLike[str]
     """Split validated rows (with ``fingerprint``) into todo / settled / unselected."""
     records = prior.set_index("clip_id").to_dict(orient="index") if len(prior) and "clip_id" in prior else {}
     only_set = set(only) if only is not None else None
+    clips_dir = Path(out) / CLIPS_DIR
+    # one listing of OUT/clips instead of a stat per row (a 100,000-row manifest plans in seconds)
+    present_mp4 = {e.name for e in os.scandir(clips_dir) if e.is_file()} if clips_dir.is_dir() else set()
     todo: list[dict] = []
     finish: list[dict] = []
     settled: list[dict] = []
@@ -120,14 +123,14 @@ def select(frame: pd.DataFrame, prior: pd.DataFrame, out: str | os.PathLike[str]
             settled.append(row)
             continue
         if only_set is None and previous is not None and previous.get("fingerprint") == row["fingerprint"]:
-            if previous.get("status") == "ok" and clip_output_path(out, clip_id).is_file():
+            if previous.get("status") == "ok" and f"{clip_id}.mp4" in present_mp4:
                 settled.append(_carry(row, previous, "skipped", out))
                 continue
             if previous.get("status") == "failed" and not retry_failed:
                 settled.append(_carry(row, previous, "failed", out))
                 continue
         delivered = (read_receipt(row["work_dir"], row["fingerprint"], clip_output_path(out, clip_id))
-                     if only_set is None and row.get("work_dir") else None)
+                     if only_set is None and row.get("work_dir") and f"{clip_id}.mp4" in present_mp4 else None)
         if delivered is not None:
             finish.append({**row, **delivered, "status": "ok"})  # the stages' columns as delivered
             continue

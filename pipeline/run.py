@@ -5,6 +5,7 @@ Exit codes: 0 every clip ok (or skipped), 3 some clips failed, 2 usage / invalid
 """
 from __future__ import annotations
 
+import functools
 import gc
 import glob
 import logging
@@ -25,7 +26,7 @@ from manifests.importer import ManifestError
 from manifests.validate import load_manifest
 from pipeline import dag
 from pipeline.config import ConfigError, PipelineConfig, load_config
-from pipeline.ledger import Ledger, checkpoint_id, fingerprint, latest, options_digest, read_ledger
+from pipeline.ledger import Ledger, checkpoint_id, file_sha256, fingerprint, latest, options_digest, read_ledger
 from pipeline.plan import CLIPS_DIR, WORK_DIR, parse_shard, read_only_ids, select
 from pipeline.progress import Progress
 from pipeline.ray_session import start_ray
@@ -93,19 +94,21 @@ def _prepare_rows(frame: pd.DataFrame, out: Path, cfg: PipelineConfig, ckpt: str
     """Columns every row carries into the stages; fingerprints of valid rows."""
     frame = frame.copy()
     frame["out_dir"] = str(out)
-    frame["work_dir"] = [str(out / WORK_DIR / str(c)) if s == "ok" else None
+    work_root = os.path.join(str(out), WORK_DIR)
+    frame["work_dir"] = [os.path.join(work_root, str(c)) if s == "ok" else None
                          for c, s in zip(frame["clip_id"], frame["status"])]
     frame["checkpoint_id"] = ckpt
     frame["code_version"] = code_version()
     frame["max_attempts"] = max(1, int(cfg.run.max_retries) + 1)  # see stages.base.Stage.run_row
     opts = options_digest(cfg)
+    digest = functools.lru_cache(maxsize=None)(file_sha256)  # each input file hashed (and stat'ed) once per run
     prints: list[str | None] = []
     for i, row in enumerate(frame.to_dict(orient="records")):
         if row["status"] != "ok":
             prints.append(None)
             continue
         try:
-            prints.append(fingerprint(row, opts, ckpt))
+            prints.append(fingerprint(row, opts, ckpt, digest=digest))
         except OSError as exc:
             prints.append(None)
             frame.loc[frame.index[i], ["status", "error_stage", "error_type", "error_message"]] = [
