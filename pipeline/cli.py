@@ -9,6 +9,7 @@
     fixtalk qc CLIP [--portrait IMAGE] [--script TEXT | --script-file FILE] [--format json|table]
                                     (pipeline.qc_clip: QC of one existing clip)
     fixtalk train ... / fixtalk data prepare ...   (fixtalk.train.cli)
+    fixtalk eval --checkpoint CKPT --data DATA [--adapt] ...   (fixtalk.train.evaluate)
 
 Exit codes of ``run``: 0 all clips ok, 3 some failed, 2 usage or invalid manifest, 1 systemic error.
 """
@@ -22,9 +23,9 @@ from typing import Sequence
 
 EXIT_USAGE = 2
 DISPATCH = {"audit": "pipeline.audit", "verify": "pipeline.verify", "qc": "pipeline.qc_clip",
-            "train": "fixtalk.train.cli", "data": "fixtalk.train.cli"}
+            "train": "fixtalk.train.cli", "data": "fixtalk.train.cli", "eval": "fixtalk.train.evaluate"}
 #: modules whose ``main`` takes the arguments after the command (the others get the command too)
-OWN_ARGV = ("pipeline.audit", "pipeline.verify", "pipeline.qc_clip")
+OWN_ARGV = ("pipeline.audit", "pipeline.verify", "pipeline.qc_clip", "fixtalk.train.evaluate")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("verify", "check the content credentials (C2PA) of clips"),
                             ("qc", "QC of one existing clip (any MP4): metrics and verdict"),
                             ("train", "train a model (see fixtalk.train)"),
-                            ("data", "prepare training data (see fixtalk.train)")):
+                            ("data", "prepare training data (see fixtalk.train)"),
+                            ("eval", "evaluate a checkpoint on held-out clips (fixtalk.train.evaluate)")):
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
