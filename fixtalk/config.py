@@ -284,13 +284,16 @@ class DistributedConfig:
     of workers); gradients and the logged losses are averaged over them. ``gpus_per_worker`` > 0
     puts each worker on its GPU(s) with NCCL, 0 trains on CPU with gloo. ``address``: a running Ray
     cluster ("auto", host:port); empty starts a local one. ``max_failures``: worker-group restarts
-    (a lost worker) before the run fails; each restart resumes from the last ``train_state.pt``."""
+    (a lost worker) before the run fails; each restart resumes from the last ``train_state.pt``.
+    ``resources``: custom Ray resources each worker asks for, e.g. ``{"gpu_train": 1}`` to land on
+    the training node type of cluster.yaml."""
 
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     address: str = ""
     max_failures: int = 2
+    resources: dict[str, float] = field(default_factory=dict)  # custom per-worker resources (node type)
 
 
 @dataclass

@@ -3,7 +3,7 @@
     fixtalk train --config configs/train_default.yaml --data DATA --out RUN [--device cpu]
                   [--max-minutes M] [--init CKPT|EDTalk.pt]
                   [--workers N [--gpus-per-worker G] [--cpus-per-worker C] [--address auto]
-                   [--max-failures F]]
+                   [--max-failures F] [--worker-resource NAME=AMOUNT]]
     fixtalk data prepare VIDEO_DIR OUT [--size 128] [--segment 10]
     fixtalk data synthetic OUT [--clips 40] [--eval-clips 5] [--size 128] [--seed 0] [--portraits DIR] [--reshape P]
 
@@ -83,9 +83,15 @@ def make_trainer(cfg: TrainConfig, data: str | Path, out: str | Path, init: str 
 
 def distributed_config(args: argparse.Namespace) -> DistributedConfig | None:
     """The ``--workers``/``--address`` settings, or None for a run in this process."""
+    resources = {}
+    for item in args.worker_resource:
+        name, sep, amount = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--worker-resource {item!r}: expected NAME=AMOUNT, e.g. gpu_train=1")
+        resources[name] = float(amount)
     dist = DistributedConfig(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                              cpus_per_worker=args.cpus_per_worker, address=args.address or "",
-                             max_failures=args.max_failures)
+                             max_failures=args.max_failures, resources=resources)
     if dist.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {dist.workers}")
     return dist if dist.workers > 1 or dist.address else None
@@ -148,6 +154,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                                      "DATA must then be on a file system every node mounts")
     t.add_argument("--max-failures", type=int, default=2,
                    help="restarts after a lost worker, each from the last checkpoint (default 2)")
+    t.add_argument("--worker-resource", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="a custom Ray resource each worker needs, e.g. gpu_train=1 (cluster.yaml's training "
+                        "node type); repeatable")
     t.set_defaults(func=_train)
     d = sub.add_parser("data", help="build training data")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

@@ -125,7 +125,8 @@ def train_distributed(cfg: TrainConfig, dist: DistributedConfig, data: str | Pat
                              f"multiple of --workers {dist.workers}")
     _connect(dist)
     use_gpu = dist.gpus_per_worker > 0
-    resources = {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if use_gpu else {})}
+    resources = {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if use_gpu else {}),
+                 **dist.resources}
     config = {"train": asdict(cfg), "data": str(data), "out": str(out), "init": init,
               "gpus": use_gpu, "token": uuid.uuid4().hex}
     trainer = TorchTrainer(
