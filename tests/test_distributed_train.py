@@ -168,3 +168,27 @@ def test_two_workers_match_one_process_through_a_lost_worker_and_a_killed_driver
         [StageConfig(**{**STAGES[0].__dict__, "batch_size": 2})], dtype="float64", log_every=1))
     alone.run()
     assert abs(alone.rows[-1]["loss"] - float(rows[2]["loss"])) > 1e-4
+
+
+def test_worker_shares_make_up_the_single_process_batches():
+    """One worker draws exactly the batches of a shuffled drop_last DataLoader on the same
+    generator; the shares of 2 workers interleave into those same batches; a global batch that
+    does not split evenly is refused by name."""
+    from torch.utils.data import DataLoader
+
+    from fixtalk.train.sharding import RankBatchSampler
+
+    def batches(sampler_or_none, epochs=2):
+        gen = torch.Generator().manual_seed(3)
+        if sampler_or_none is None:
+            loader = DataLoader(range(11), batch_size=4, shuffle=True, drop_last=True, generator=gen)
+        else:
+            loader = DataLoader(range(11), batch_sampler=sampler_or_none(gen), generator=gen)
+        return [b.tolist() for _ in range(epochs) for b in loader]
+
+    plain = batches(None)
+    assert batches(lambda g: RankBatchSampler(11, 4, g)) == plain and len(plain) == 4
+    shares = [batches(lambda g, r=r: RankBatchSampler(11, 4, g, rank=r, size=2)) for r in (0, 1)]
+    assert [[b0[0], b1[0], b0[1], b1[1]] for b0, b1 in zip(*shares)] == plain
+    with pytest.raises(ValueError, match="batch_size 4 .* multiple of the number of workers \\(3\\)"):
+        RankBatchSampler(11, 4, torch.Generator(), rank=0, size=3)

@@ -76,6 +76,7 @@ def _worker_loop(config: dict) -> None:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)  # NCCL's object collectives use the current device
         cfg.device = str(device)
     else:
         device = torch.device("cpu")
@@ -86,14 +87,16 @@ def _worker_loop(config: dict) -> None:
     _record_worker(out, world, cfg.device)
     log = print if world.is_main else (lambda s: None)
     trainer = make_trainer(cfg, config["data"], out, config["init"], world=world, log=log)
+    status = {"finished": False}
     try:
         trainer.run()
-        finished = True
+        status["finished"] = True
     except TimeoutError as e:  # the run's own time budget: a clean stop, not a worker failure
         log(f"stopped: {e}")
-        finished = False
+    except (FloatingPointError, ValueError) as e:  # every worker alike: a restart would only repeat it
+        status["error"] = [type(e).__name__, str(e)]
     if world.is_main:
-        status = {"finished": finished, "global_step": trainer.global_step, "stage_index": trainer.stage_index}
+        status.update(global_step=trainer.global_step, stage_index=trainer.stage_index)
         (out / STATUS_FILE).write_text(json.dumps(status))
 
 
@@ -113,7 +116,9 @@ def _connect(dist: DistributedConfig) -> None:
 def train_distributed(cfg: TrainConfig, dist: DistributedConfig, data: str | Path, out: str | Path,
                       init: str | None = None) -> Path:
     """Train ``cfg`` on ``dist.workers`` Ray Train workers; returns ``OUT/model.pt``. Raises
-    TimeoutError when the run's time budget stopped it (rerun to continue)."""
+    TimeoutError when the run's time budget stopped it (rerun to continue), and the workers'
+    FloatingPointError (a non-finite loss) or ValueError (a config the trainer refuses) as they
+    raised it, without the restarts meant for lost workers."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -138,6 +143,9 @@ def train_distributed(cfg: TrainConfig, dist: DistributedConfig, data: str | Pat
     (out / STATUS_FILE).unlink(missing_ok=True)
     trainer.fit()
     status = json.loads((out / STATUS_FILE).read_text()) if (out / STATUS_FILE).is_file() else {}
+    if status.get("error"):
+        kind, message = status["error"]
+        raise (FloatingPointError if kind == "FloatingPointError" else ValueError)(message)
     if not status.get("finished", False):
         raise TimeoutError(f"training stopped at global step {status.get('global_step')} "
                            f"(time budget; {out / STATE_FILE} holds the position); rerun the same command "

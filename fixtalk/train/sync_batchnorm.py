@@ -49,6 +49,8 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
 
         if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
             return super().forward(x)
+        dtype = x.dtype  # statistics in float32 at least (bf16 activations under autocast)
+        x = x.float() if dtype in (torch.float16, torch.bfloat16) else x
         dims = (0, 2, 3)
         count = all_reduce(torch.tensor([float(x.numel() // x.shape[1])], device=x.device))
         mean = all_reduce(x.sum(dims)) / count
@@ -64,7 +66,7 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
         out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return out
+        return out.to(dtype)
 
 
 def use_global_batchnorm(model: torch.nn.Module) -> int:
