@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -62,6 +63,12 @@ def _record_worker(out: Path, world, device: str) -> None:
     (folder / f"rank{world.rank}.json").write_text(json.dumps(info))
 
 
+def _say(line: str) -> None:
+    """Rank 0's progress line, once: straight to the process's stdout, which Ray forwards to the
+    driver (Ray Train's patched ``print`` would emit it a second time through its logger)."""
+    print(line, file=sys.__stdout__, flush=True)
+
+
 def _worker_loop(config: dict) -> None:
     """One Ray Train worker: the trainer of a World of ``get_world_size()`` processes."""
     import ray.train
@@ -85,7 +92,7 @@ def _worker_loop(config: dict) -> None:
     out = Path(config["out"])
     _check_shared(out, config["token"], world)
     _record_worker(out, world, cfg.device)
-    log = print if world.is_main else (lambda s: None)
+    log = _say if world.is_main else (lambda s: None)
     trainer = make_trainer(cfg, config["data"], out, config["init"], world=world, log=log)
     status = {"finished": False}
     try:
