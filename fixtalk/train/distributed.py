@@ -93,9 +93,10 @@ def _worker_loop(config: dict) -> None:
     _check_shared(out, config["token"], world)
     _record_worker(out, world, cfg.device)
     log = _say if world.is_main else (lambda s: None)
-    trainer = make_trainer(cfg, config["data"], out, config["init"], world=world, log=log)
-    status = {"finished": False}
+    status: dict = {"finished": False}
+    trainer = None
     try:
+        trainer = make_trainer(cfg, config["data"], out, config["init"], world=world, log=log)
         trainer.run()
         status["finished"] = True
     except TimeoutError as e:  # the run's own time budget: a clean stop, not a worker failure
@@ -103,7 +104,8 @@ def _worker_loop(config: dict) -> None:
     except (FloatingPointError, ValueError) as e:  # every worker alike: a restart would only repeat it
         status["error"] = [type(e).__name__, str(e)]
     if world.is_main:
-        status.update(global_step=trainer.global_step, stage_index=trainer.stage_index)
+        if trainer is not None:
+            status.update(global_step=trainer.global_step, stage_index=trainer.stage_index)
         (out / STATUS_FILE).write_text(json.dumps(status))
 
 
@@ -130,6 +132,7 @@ def train_distributed(cfg: TrainConfig, dist: DistributedConfig, data: str | Pat
     from ray.train.torch import TorchConfig, TorchTrainer
 
     out, data = Path(out).resolve(), Path(data).resolve()
+    init = str(Path(init).resolve()) if init else None  # the workers' working folder is not ours
     out.mkdir(parents=True, exist_ok=True)
     for st in cfg.stages:
         if st.batch_size % dist.workers:
