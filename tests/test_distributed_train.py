@@ -121,9 +121,11 @@ def _worker_pids(out: Path) -> list[int]:
 def test_two_workers_match_one_process_through_a_lost_worker_and_a_killed_driver(
         single, config_file, data_root, tmp_path):  # noqa: F811
     """One 2-worker run, interrupted twice, against the uninterrupted single-process run: a worker
-    is SIGKILLed after the lip_pose mid-stage checkpoint (Ray Train restarts the worker group,
-    which resumes from it), then the driver's process group at a later mid-stage checkpoint (its
-    workers die with it); the same command again resumes and finishes. Loss log and weights must match."""
+    is SIGKILLed at the first checkpoint seen from lip_pose step 2 on (Ray Train restarts the
+    worker group, which resumes from it), then the driver's process group at a later checkpoint
+    inside a stage (its workers die with it, after at most finishing what they were doing); the
+    same command again resumes from the last checkpoint and finishes. Loss log and weights must
+    match."""
     out, log = tmp_path / "run", tmp_path / "driver.log"
     proc = _driver(config_file, data_root, out, log, "--max-failures", "1")
     try:
