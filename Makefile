@@ -113,7 +113,7 @@ train-default: install $(TRAIN_DATA)/eval_0004/meta.json
 	@echo "default model: $(DEFAULT_MODEL)"
 
 eval-default: install $(TRAIN_DATA)/eval_0004/meta.json
-	$(PY) -m fixtalk.train.evaluate --checkpoint $(DEFAULT_MODEL) --data $(TRAIN_DATA) --adapt
+	$(VENV)/bin/fixtalk eval --checkpoint $(DEFAULT_MODEL) --data $(TRAIN_DATA) --adapt
 
 clean-venv:
 	rm -rf $(VENV)

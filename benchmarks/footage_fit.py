@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from stages.face.track import FaceTracker
     from stages.face_crop import make_finder
     from stages.media.av import decode_audio, video_to_frames
-    from stages.media.footage import cached_track, read_frame
+    from stages.media.footage import cached_track
     from stages.rendering.presenter_fit import footage_segments
     from stages.rendering.runtime import load_runtime
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     results[f"footage fit ({args.steps} + {args.lip_steps} steps)"] = evaluate(runtime, reference, crops[held], held_wave)
 
     print(f"held-out frames: {len(held)} of {len(track)}; reference frame {ref}")
-    print(f"| model | PSNR dB | SSIM | identity dist | mouth std ratio | mouth corr |")
+    print("| model | PSNR dB | SSIM | identity dist | mouth std ratio | mouth corr |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['identity_dist']:.3f} | "

@@ -261,9 +261,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision (CUDA only)
+    dtype: str = "float32"  # parameters and batches; "float64" for exact comparisons (tests); model.pt is float32
     num_threads: int = 0  # torch CPU threads (0 = torch default)
     perceptual_weights: str = ""  # VGG19 weights file; empty = no-download StructureLoss
     disc_channels: int = 32
+    disc_stddev_group: int = 4  # minibatch-stddev group of the discriminator (within each worker's share)
     checkpoint_minutes: float = 5.0
     checkpoint_steps: int = 0
     log_every: int = 10
@@ -273,6 +275,27 @@ class TrainConfig:
     audio_noise_dbfs: float = 0.0  # < 0: a noise floor near this level under the training audio
     stickers: float = 0.0  # probability of moving picture patches per item (fixtalk.train.stickers)
     relative_flow: bool = False  # renders subtract the source's self-flow (nets.decoder.self_flow_offsets)
+
+
+@dataclass
+class DistributedConfig:
+    """``fixtalk train --workers N``: data-parallel training on Ray Train (fixtalk.train.distributed).
+
+    ``workers`` processes each take ``batch_size / workers`` items of every global batch (a stage's
+    ``batch_size`` stays the global batch, so the same config trains the same model on any number
+    of workers); gradients and the logged losses are averaged over them. ``gpus_per_worker`` > 0
+    puts each worker on its GPU(s) with NCCL, 0 trains on CPU with gloo. ``address``: a running Ray
+    cluster ("auto", host:port); empty starts a local one. ``max_failures``: worker-group restarts
+    (a lost worker) before the run fails; each restart resumes from the last ``train_state.pt``.
+    ``resources``: custom Ray resources each worker asks for, e.g. ``{"gpu_train": 1}`` to land on
+    the training node type of cluster.yaml."""
+
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    address: str = ""
+    max_failures: int = 2
+    resources: dict[str, float] = field(default_factory=dict)  # custom per-worker resources (node type)
 
 
 @dataclass

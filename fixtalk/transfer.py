@@ -62,6 +62,26 @@ def transfer_generator(src: Mapping[str, torch.Tensor], src_size: int, model: Fi
     return {"loaded": loaded, "fresh": fresh, "skipped": skipped}
 
 
+def seed_from_edtalk(model: FixTalk, edtalk_path: PathLike) -> dict[str, list[str]]:
+    """Copy EDTalk.pt's generator into ``model`` (any FixTalk config with the file's latent size,
+    e.g. a training run's preset with its overrides); returns the loaded/fresh/skipped report."""
+    from .checkpoints import _torch_load, config_from_generator, detect_layout
+
+    obj = _torch_load(edtalk_path)
+    layout = detect_layout(obj)
+    if layout not in ("edtalk", "edtalk_lip_pose"):
+        raise ValueError(f"{edtalk_path}: expected EDTalk.pt or EDTalk_lip_pose.pt (key 'gen'), "
+                         f"found a {layout} checkpoint")
+    src_cfg = config_from_generator(obj["gen"])
+    if model.cfg.style_dim != src_cfg.style_dim:
+        raise ValueError(f"preset {model.cfg.name} has style_dim {model.cfg.style_dim} but {edtalk_path} has "
+                         f"{src_cfg.style_dim}; choose a preset with the checkpoint's latent size")
+    report = transfer_generator(obj["gen"], src_cfg.size, model)
+    if not report["loaded"]:
+        raise ValueError(f"{edtalk_path}: no generator tensor matches preset {model.cfg.name}")
+    return report
+
+
 def init_fixtalk_from_edtalk(edtalk_path: PathLike, preset: str = "fixtalk-512",
                              audio2lip: PathLike | None = None,
                              emotions_dir: PathLike | None = None,
@@ -70,23 +90,11 @@ def init_fixtalk_from_edtalk(edtalk_path: PathLike, preset: str = "fixtalk-512",
     """A trainable (train-mode) FixTalk seeded from EDTalk.pt; ``model.init_report`` lists the
     loaded and fresh keys. The generator must carry the expression bank unless the preset is not
     a FixTalk/EDTalk variant with one (a lip/pose file leaves the expression parts fresh)."""
-    from .checkpoints import (_load_audio2lip, _torch_load, config_from_generator, detect_layout,
-                              load_emotion_weights)
+    from .checkpoints import _load_audio2lip, load_emotion_weights
 
-    obj = _torch_load(edtalk_path)
-    layout = detect_layout(obj)
-    if layout not in ("edtalk", "edtalk_lip_pose"):
-        raise ValueError(f"{edtalk_path}: expected EDTalk.pt or EDTalk_lip_pose.pt (key 'gen'), "
-                         f"found a {layout} checkpoint")
-    src_cfg = config_from_generator(obj["gen"])
     cfg = get_preset(preset)
-    if cfg.style_dim != src_cfg.style_dim:
-        raise ValueError(f"preset {preset} has style_dim {cfg.style_dim} but {edtalk_path} has "
-                         f"{src_cfg.style_dim}; choose a preset with the checkpoint's latent size")
     model = FixTalk(cfg)
-    report = transfer_generator(obj["gen"], src_cfg.size, model)
-    if not report["loaded"]:
-        raise ValueError(f"{edtalk_path}: no generator tensor matches preset {preset}")
+    report = seed_from_edtalk(model, edtalk_path)
     if audio2lip is not None:
         _load_audio2lip(model, audio2lip)
     if emotions_dir is not None:

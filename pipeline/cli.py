@@ -10,6 +10,7 @@
                                     (pipeline.qc_clip: QC of one existing clip)
     fixtalk train ... / fixtalk data synthetic ... (fixtalk.train.cli)
     fixtalk data prepare VIDEO_DIR OUT ...        (pipeline.data_prepare: a Ray Data job)
+    fixtalk eval --checkpoint CKPT --data DATA [--adapt] ...   (fixtalk.train.evaluate)
 
 Exit codes of ``run``: 0 all clips ok, 3 some failed, 2 usage or invalid manifest, 1 systemic error.
 """
@@ -23,9 +24,9 @@ from typing import Sequence
 
 EXIT_USAGE = 2
 DISPATCH = {"audit": "pipeline.audit", "verify": "pipeline.verify", "qc": "pipeline.qc_clip",
-            "train": "fixtalk.train.cli", "data": "pipeline.data_prepare"}
+            "train": "fixtalk.train.cli", "data": "pipeline.data_prepare", "eval": "fixtalk.train.evaluate"}
 #: modules whose ``main`` takes the arguments after the command (the others get the command too)
-OWN_ARGV = ("pipeline.audit", "pipeline.verify", "pipeline.qc_clip")
+OWN_ARGV = ("pipeline.audit", "pipeline.verify", "pipeline.qc_clip", "fixtalk.train.evaluate")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("verify", "check the content credentials (C2PA) of clips"),
                             ("qc", "QC of one existing clip (any MP4): metrics and verdict"),
                             ("train", "train a model (see fixtalk.train)"),
-                            ("data", "prepare training data (see fixtalk.train)")):
+                            ("data", "prepare training data (see fixtalk.train)"),
+                            ("eval", "evaluate a checkpoint on held-out clips (fixtalk.train.evaluate)")):
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 

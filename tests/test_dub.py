@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tests.conftest import make_no_face, make_two_faces
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")

@@ -2,11 +2,15 @@
 
     fixtalk train --config configs/train_default.yaml --data DATA --out RUN [--device cpu]
                   [--max-minutes M] [--init CKPT|EDTalk.pt]
+                  [--workers N [--gpus-per-worker G] [--cpus-per-worker C] [--address auto]
+                   [--max-failures F] [--worker-resource NAME=AMOUNT]]
     fixtalk data prepare VIDEO_DIR OUT [--size 128] [--segment 10] [--min-seconds 1]
                          [--split train] [--licence TEXT] [--num-cpus 1] [--address ADDR]
     fixtalk data synthetic OUT [--clips 40] [--eval-clips 5] [--size 128] [--seed 0] [--portraits DIR] [--reshape P]
 
 Rerunning ``fixtalk train`` with the same ``--out`` resumes from ``RUN/train_state.pt``.
+``--workers N`` (N > 1) or ``--address`` trains data-parallel on Ray Train
+(:mod:`fixtalk.train.distributed`); without them the trainer runs in this process.
 The ``fixtalk`` command runs ``data prepare`` as a Ray Data job (``pipeline.data_prepare``, one
 task per video, local or ``--address``); ``python -m fixtalk.train.cli data prepare`` runs the same
 per-video worker in this one process, without Ray (docs/data_preparation.md).
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from fixtalk.config import PrepareConfig, StageConfig, TrainConfig
+from fixtalk.config import DistributedConfig, PrepareConfig, StageConfig, TrainConfig
 
 
 def load_train_config(path: str | Path | None) -> TrainConfig:
@@ -47,8 +51,10 @@ def load_train_config(path: str | Path | None) -> TrainConfig:
 
 def init_weights(model, path: str, preset: str) -> str:
     """Seed a fresh run's model from a FixTalk checkpoint of the same architecture (fine-tuning,
-    a further training phase) or from EDTalk.pt / EDTalk_lip_pose.pt (generator only)."""
-    from fixtalk.checkpoints import _torch_load, detect_layout, init_fixtalk_from_edtalk, load_model
+    a further training phase) or from EDTalk.pt / EDTalk_lip_pose.pt (its generator, copied level
+    by level into the run's model, preset and ``model:`` overrides alike; EMI/EDI stay fresh)."""
+    from fixtalk.checkpoints import _torch_load, detect_layout, load_model
+    from fixtalk.transfer import seed_from_edtalk
 
     if detect_layout(_torch_load(path)) == "fixtalk":
         src = load_model(path)
@@ -57,24 +63,58 @@ def init_weights(model, path: str, preset: str) -> str:
                              f"differs from the run's preset {preset!r}; use a checkpoint of that preset")
         model.load_state_dict(src.state_dict())
         return f"initialised from {path} (all weights)"
-    seeded = init_fixtalk_from_edtalk(path, preset=preset)
-    model.load_state_dict(seeded.state_dict())
-    return f"initialised from {path} (EMI/EDI fresh)"
+    report = seed_from_edtalk(model, path)
+    fresh = sorted({k.split(".")[0] for k in report["fresh"]})
+    return (f"initialised from {path}: {len(report['loaded'])} generator tensors loaded, "
+            f"{len(report['fresh'])} fresh ({', '.join(fresh) or 'none'})")
+
+
+def make_trainer(cfg: TrainConfig, data: str | Path, out: str | Path, init: str | None = None,
+                 world=None, log=print):
+    """The Trainer of a run (resumed when ``out`` has a train_state.pt), its model seeded from
+    ``init`` on a fresh start; the same for ``fixtalk train`` and each worker of a ``--workers``
+    run (where every worker starts from rank 0's weights)."""
+    from fixtalk.train.collective import SINGLE
+    from fixtalk.train.trainer import Trainer
+
+    world = world or SINGLE
+    trainer = Trainer(cfg, data, out, log=log, world=world)
+    if init and trainer.global_step == 0:
+        log(init_weights(trainer.model, init, cfg.preset))
+    world.broadcast_module(trainer.model)
+    return trainer
+
+
+def distributed_config(args: argparse.Namespace) -> DistributedConfig | None:
+    """The ``--workers``/``--address`` settings, or None for a run in this process."""
+    resources = {}
+    for item in args.worker_resource:
+        name, sep, amount = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--worker-resource {item!r}: expected NAME=AMOUNT, e.g. gpu_train=1")
+        resources[name] = float(amount)
+    dist = DistributedConfig(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                             cpus_per_worker=args.cpus_per_worker, address=args.address or "",
+                             max_failures=args.max_failures, resources=resources)
+    if dist.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {dist.workers}")
+    return dist if dist.workers > 1 or dist.address else None
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fixtalk.train.trainer import Trainer
-
     cfg = load_train_config(args.config)
     if args.device:
         cfg.device = args.device
     if args.max_minutes is not None:
         cfg.max_minutes = args.max_minutes
-    trainer = Trainer(cfg, args.data, args.out)
-    if args.init and trainer.global_step == 0:
-        print(init_weights(trainer.model, args.init, cfg.preset))
+    dist = distributed_config(args)
     try:
-        trainer.run()
+        if dist is not None:
+            from fixtalk.train.distributed import train_distributed
+
+            train_distributed(cfg, dist, args.data, args.out, init=args.init)
+        else:
+            make_trainer(cfg, args.data, args.out, args.init).run()
     except TimeoutError as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 75
@@ -123,6 +163,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     t.add_argument("--max-minutes", type=float, help="stop (resumably) after this wall time")
     t.add_argument("--init", help="FixTalk checkpoint of the same preset (all weights) or EDTalk.pt / "
                                   "EDTalk_lip_pose.pt (generator) to start a new run from")
+    t.add_argument("--workers", type=int, default=1,
+                   help="data-parallel workers on Ray Train (default 1: train in this process)")
+    t.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs of each worker (0: CPU, gloo)")
+    t.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves for each worker")
+    t.add_argument("--address", help="train on a running Ray cluster ('auto' or host:port); OUT and "
+                                     "DATA must then be on a file system every node mounts")
+    t.add_argument("--max-failures", type=int, default=2,
+                   help="restarts after a lost worker, each from the last checkpoint (default 2)")
+    t.add_argument("--worker-resource", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="a custom Ray resource each worker needs, e.g. gpu_train=1 (cluster.yaml's training "
+                        "node type); repeatable")
     t.set_defaults(func=_train)
     d = sub.add_parser("data", help="build training data")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

@@ -338,7 +338,7 @@ def parse_recipe(items: list[str]) -> AdaptConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fixtalk.train.evaluate", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="fixtalk eval", description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", help="model checkpoint (default: fixtalk/weights/default.pt)")
     ap.add_argument("--data", required=True, help="data folder with held-out clips (split 'eval')")
     ap.add_argument("--json", help="also write the report as JSON here")

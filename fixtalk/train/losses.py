@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fixtalk.train.collective import batch_denominator
+
 _VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]
 _VGG_SLICES = [(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)]  # relu1_1 .. relu5_1 in features.*
 
@@ -42,7 +44,7 @@ def mouth_l1(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, pa
     xs = torch.arange(w, device=fake.device, dtype=fake.dtype)[None, None, :]
     mask = ((xs >= lo[:, 0, None, None]) & (xs <= hi[:, 0, None, None])
             & (ys >= lo[:, 1, None, None]) & (ys <= hi[:, 1, None, None])).to(fake.dtype)[:, None]
-    return ((fake - real).abs() * mask).sum() / (mask.sum() * fake.shape[1]).clamp(min=1.0)
+    return ((fake - real).abs() * mask).sum() / batch_denominator(mask.sum() * fake.shape[1]).clamp(min=1.0)
 
 
 #: dlib-68 points whose placement carries the head's turn: the jaw line (0-16) and the nose (27-35).
@@ -62,7 +64,7 @@ def contour_l1(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, 
     gx = torch.exp(-((xs[None, None, :] - pts[..., 0:1]) ** 2) / (2 * sigma**2))  # (B, P, W)
     gy = torch.exp(-((ys[None, None, :] - pts[..., 1:2]) ** 2) / (2 * sigma**2))  # (B, P, H)
     weight = torch.einsum("bph,bpw->bhw", gy, gx).clamp(max=1.0)[:, None]
-    return ((fake - real).abs() * weight).sum() / (weight.sum() * fake.shape[1]).clamp(min=1.0)
+    return ((fake - real).abs() * weight).sum() / batch_denominator(weight.sum() * fake.shape[1]).clamp(min=1.0)
 
 
 def pyramid(x: torch.Tensor, scales: int = 4) -> list[torch.Tensor]:

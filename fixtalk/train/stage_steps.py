@@ -5,7 +5,7 @@ weighted scalar (their sum is minimised), ``fakes`` are generated images for the
 Notation: I^s source, I^d driver, alpha_lip/pose/exp bank weights, Q the orthonormal basis.
 
 * base: I^s rendered with all motion of I^d reconstructs I^d (L1 + perceptual [+ GAN]).
-* lip_pose (EDTalk 5.3): pairs (a, b) = (item i, item i+1). Composites b_a (b with a's mouth) and
+* lip_pose (EDTalk 5.3): pairs (a, b) = (item i, item i + B/2), :func:`partner`. Composites b_a (b with a's mouth) and
   a_b (a with b's mouth). Self: render a from (lip a, pose a); cross: lip from b_a, pose from a_b
   must reconstruct a too. Latent consistency exp(-cos) between the cross and self lip and pose
   latents (Q_lip alpha_lip, Q_pose alpha_pose).
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from fixtalk import losses as fx_losses
 from fixtalk.config import StageConfig
 from fixtalk.nets.decoder import DecoderLevels
+from fixtalk.train.collective import batch_denominator
 from fixtalk.train.composite import mouth_swap
 from fixtalk.train.data_format import HEAD_TRACKS
 from fixtalk.train.losses import contour_l1, l1, latent_consistency, mouth_l1
@@ -64,7 +65,7 @@ def warp_terms(model, levels: DecoderLevels | None, batch: dict, st: StageConfig
     finest level's copy term (fixtalk.train.warp_targets); empty without targets. The offsets
     that render subtracted from its flows (relative flow's f_s, recorded in ``levels``) are taken
     into account: the flow term supervises the displacement rendered, f_d - f_s."""
-    if levels is None or "flow" not in batch or not bool(batch["warp_valid"].any()):
+    if levels is None or "flow" not in batch:
         return {}
     offsets = levels.flow_offsets if any(o is not None for o in levels.flow_offsets) else None
     terms = warp_loss(levels.flow_logits, batch["flow"], batch["mouth_mask"], batch["warp_valid"],
@@ -103,11 +104,12 @@ def _render(ctx: StepContext, source, driver, alpha=None, source_enc=None, drive
 
 
 def _tied(weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-    """MSE of the leading weights to a known track (rows with a NaN, i.e. real clips, skipped)."""
-    ok = torch.isfinite(target).all(1)
-    if not ok.any():
-        return None
-    return F.mse_loss(weights[ok, :target.shape[1]], target[ok].to(weights.dtype))
+    """MSE of the leading weights to a known track (rows with a NaN, i.e. real clips, skipped;
+    every worker of a data-parallel run takes the same branch)."""
+    ok = torch.isfinite(target).all(1, keepdim=True)
+    err = torch.where(ok, weights[:, :target.shape[1]] - torch.nan_to_num(target).to(weights.dtype), 0.0) ** 2
+    count = batch_denominator(ok.sum() * float(target.shape[1]))  # of the global batch (data-parallel)
+    return None if float(count) == 0.0 else err.sum() / count
 
 
 def track_term(alpha_lip: torch.Tensor, batch: dict, st: StageConfig,
@@ -188,10 +190,18 @@ def still_flow_term(self_flow: list[torch.Tensor] | None, st: StageConfig) -> di
     return {"still_flow": st.still_flow * torch.stack([f.abs().mean() for f in self_flow]).mean()}
 
 
+def partner(x: torch.Tensor) -> torch.Tensor:
+    """The lip_pose partner b of each item a: the item half a batch away (items i and i + B/2
+    swap places). *Choice*: with the rank-strided shares of a data-parallel run
+    (:mod:`fixtalk.train.sharding`) each worker's partners are the single-process ones whenever
+    the per-worker batch is even, so the stage does not depend on the number of workers."""
+    return x.roll(x.shape[0] // 2, 0) if x.shape[0] > 1 else x
+
+
 def lip_pose_losses(ctx: StepContext, batch: dict, st: StageConfig):
     model = ctx.model
     src, drv, lm = batch["source"], batch["driving"][:, 0], batch["landmarks"][:, 0]
-    drv_b, lm_b = drv.roll(1, 0), lm.roll(1, 0)
+    drv_b, lm_b = partner(drv), partner(lm)
     with torch.no_grad():
         b_with_a_mouth = mouth_swap(drv, lm, drv_b, lm_b)
         a_with_b_mouth = mouth_swap(drv_b, lm_b, drv, lm)

@@ -13,6 +13,12 @@ stage/step position and the loss log, written atomically every ``checkpoint_minu
 thread count). The final model is written with :func:`fixtalk.checkpoints.save_checkpoint`
 (``OUT/model.pt``), carrying its config, format version and training record.
 
+Data-parallel runs (``fixtalk train --workers N``, :mod:`fixtalk.train.distributed`) run this same
+class in every worker with a :class:`~fixtalk.train.collective.World` of size N: each worker takes
+its share of every global batch (:mod:`fixtalk.train.sharding`), gradients and logged losses are
+averaged over the workers, clock-based choices are rank 0's, and rank 0 alone writes files (the
+state holds every worker's RNG state). Alone (size 1) each collective step returns at once.
+
 Choices the papers leave open: EMI's fusion logits ``emi.beta`` get 10x the stage learning rate
 (see :mod:`fixtalk.nets.emi`) and the decoder's flow/mask heads ``dec.to_flows`` ``flow_lr_mult``
 times it; to_flow weights are scaled by ``init_flow_scale`` at init so the first warps are near
@@ -37,10 +43,12 @@ from fixtalk.checkpoints import config_from_dict, config_to_dict, save_checkpoin
 from fixtalk.config import StageConfig, TrainConfig
 from fixtalk.model import FixTalk
 from fixtalk.presets import get_preset
+from fixtalk.train.collective import SINGLE, World
 from fixtalk.train.data_format import TalkingFaceDataset
 from fixtalk.train.discriminator import Discriminator
 from fixtalk.train.schedule import set_learning_rate
 from fixtalk.train.losses import d_logistic, g_nonsaturating, perceptual_loss, r1_penalty
+from fixtalk.train.sharding import RankBatchSampler, local_batch_size
 from fixtalk.train.stage_steps import (STAGE_FUNCTIONS, StepContext, set_stage_mode, trainable_prefixes,
                                        wants_warp)
 
@@ -104,21 +112,33 @@ class Trainer:
     """Runs ``cfg.stages`` on the clips under ``data_root``; writes everything under ``out_dir``."""
 
     def __init__(self, cfg: TrainConfig, data_root: str | Path, out_dir: str | Path,
-                 log: Callable[[str], None] = print, model: FixTalk | None = None) -> None:
-        """``model``: train this network (e.g. a loaded checkpoint) instead of a fresh ``cfg.preset``."""
+                 log: Callable[[str], None] = print, model: FixTalk | None = None,
+                 world: World = SINGLE) -> None:
+        """``model``: train this network (e.g. a loaded checkpoint) instead of a fresh ``cfg.preset``;
+        ``world``: the workers of a data-parallel run (default: this process alone)."""
         self.cfg, self.data_root, self.out = cfg, Path(data_root), Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.world = world
+        if world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.device = resolve_device(cfg.device)
+        self.dtype = getattr(torch, cfg.dtype)
+        for st in cfg.stages:
+            local_batch_size(st.batch_size, world.size, st.name)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.model = (model if model is not None else build_model(cfg)).to(self.device)
-        self.perceptual = perceptual_loss(cfg.perceptual_weights or None).to(self.device)
-        self.disc = (Discriminator(self.model.cfg.size, base=cfg.disc_channels).to(self.device)
+        self.model = (model if model is not None else build_model(cfg)).to(self.device, self.dtype)
+        self.perceptual = perceptual_loss(cfg.perceptual_weights or None).to(self.device, self.dtype)
+        self.disc = (Discriminator(self.model.cfg.size, base=cfg.disc_channels,
+                                   stddev_group=cfg.disc_stddev_group).to(self.device, self.dtype)
                      if any(s.gan for s in cfg.stages) else None)
+        if world.size > 1:
+            from fixtalk.train.sync_batchnorm import use_global_batchnorm
+
+            use_global_batchnorm(self.model)
         self.stage_index, self.stage_step, self.global_step = 0, 0, 0
         self.rows: list[dict] = []
         self.opt_state: dict | None = None
@@ -128,20 +148,23 @@ class Trainer:
             self._load_state(self.out / STATE_FILE)
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self, opt, d_opt) -> dict:
+    def _state(self, opt, d_opt, rngs: list[dict]) -> dict:
         return {"format": 1, "train_config": asdict(self.cfg), "model_config": config_to_dict(self.model.cfg),
                 "model": self.model.state_dict(), "disc": self.disc.state_dict() if self.disc else None,
                 "opt": opt.state_dict() if opt else None, "d_opt": d_opt.state_dict() if d_opt else None,
                 "stage_index": self.stage_index, "stage_step": self.stage_step,
                 "global_step": self.global_step, "rows": self.rows, "elapsed": self.elapsed(),
-                "rng": _rng_state()}
+                "rng": rngs[0], "rng_workers": rngs}
 
     def save_state(self, opt=None, d_opt=None) -> Path:
+        """Every worker calls it (their RNG states are gathered); rank 0 writes the file."""
         path = self.out / STATE_FILE
-        fd, tmp = tempfile.mkstemp(prefix=STATE_FILE, suffix=".tmp", dir=self.out)
-        os.close(fd)
-        torch.save(self._state(opt, d_opt), tmp)
-        os.replace(tmp, path)
+        rngs = self.world.gather(_rng_state())
+        if self.world.is_main:
+            fd, tmp = tempfile.mkstemp(prefix=STATE_FILE, suffix=".tmp", dir=self.out)
+            os.close(fd)
+            torch.save(self._state(opt, d_opt, rngs), tmp)
+            os.replace(tmp, path)
         return path
 
     def _load_state(self, path: Path) -> None:
@@ -153,7 +176,8 @@ class Trainer:
         self.global_step, self.rows = st["global_step"], st["rows"]
         self.elapsed_before = st.get("elapsed", 0.0)
         self.opt_state = {"opt": st.get("opt"), "d_opt": st.get("d_opt")}
-        _set_rng_state(st["rng"])
+        rngs = st.get("rng_workers") or [st["rng"]]
+        _set_rng_state(rngs[self.world.rank] if len(rngs) == self.world.size else st["rng"])
         self.log(f"resumed from {path}: stage {self.stage_index} step {self.stage_step}")
 
     def elapsed(self) -> float:
@@ -188,8 +212,8 @@ class Trainer:
                                 colour_augment=self.cfg.colour_augment,
                                 audio_noise_dbfs=self.cfg.audio_noise_dbfs, stickers=self.cfg.stickers)
         gen = torch.Generator().manual_seed(self.cfg.seed + 1000 * self.stage_index)
-        loader = torch.utils.data.DataLoader(ds, batch_size=st.batch_size, shuffle=True, drop_last=True,
-                                             num_workers=0, generator=gen)
+        share = RankBatchSampler(len(ds), st.batch_size, gen, self.world.rank, self.world.size)
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=share, num_workers=0, generator=gen)
         return _infinite(loader)
 
     def _amp(self):
@@ -212,14 +236,15 @@ class Trainer:
         stage_start = time.monotonic()
         last_ckpt = time.monotonic()
         while self.stage_step < st.steps:
-            if st.max_minutes and (time.monotonic() - stage_start) / 60 > st.max_minutes:
+            if self.world.decide(bool(st.max_minutes and (time.monotonic() - stage_start) / 60 > st.max_minutes)):
                 self.log(f"stage {st.name}: time budget of {st.max_minutes} min reached at step {self.stage_step}")
                 break
-            if self.cfg.max_minutes and self.elapsed() / 60 > self.cfg.max_minutes:
+            if self.world.decide(bool(self.cfg.max_minutes and self.elapsed() / 60 > self.cfg.max_minutes)):
                 self.log(f"run budget of {self.cfg.max_minutes} min reached")
                 self.save_state(opt, d_opt)
                 raise TimeoutError("training time budget reached; rerun the same command to continue")
-            batch = {k: v.to(self.device) for k, v in next(batches).items()}
+            batch = {k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype)
+                     for k, v in next(batches).items()}
             use_gan = bool(st.gan and self.disc is not None and self.stage_step >= st.gan_start)
             with_image = st.name != "audio2lip" or self.stage_step % max(1, st.image_every) == 0
             with self._amp():
@@ -232,11 +257,12 @@ class Trainer:
                         p.requires_grad_(False)
                     terms["gan"] = st.gan * sum(g_nonsaturating(self.disc(f)) for f in fakes) / len(fakes)
                 loss = sum(terms.values())
-            if not torch.isfinite(loss):
+            if not self.world.all_finite(loss):
                 raise FloatingPointError(f"stage {st.name} step {self.stage_step}: loss is {loss.item()} "
                                          f"({ {k: float(v) for k, v in terms.items()} }); lower the lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            self.world.average_gradients(p for g in opt.param_groups for p in g["params"])
             set_learning_rate(opt, st, self.stage_step)
             opt.step()
             row = {"global_step": self.global_step, "stage": st.name, "step": self.stage_step,
@@ -249,22 +275,24 @@ class Trainer:
                     d_loss = d_logistic(self.disc(real), self.disc(fakes[0].detach()))
                 d_total = d_loss
                 if st.r1 and self.stage_step % max(1, st.r1_every) == 0:
-                    r1 = r1_penalty(self.disc, real.float())
+                    r1 = r1_penalty(self.disc, real.to(self.dtype))
                     d_total = d_loss + 0.5 * st.r1 * max(1, st.r1_every) * r1
                     row["r1"] = float(r1.detach())
                 d_opt.zero_grad(set_to_none=True)
                 d_total.backward()
+                self.world.average_gradients(self.disc.parameters())
                 d_opt.step()
                 row["d_loss"] = float(d_loss.detach())
             self.stage_step += 1
             self.global_step += 1
             if self.stage_step % self.cfg.log_every == 0 or self.stage_step == 1:
                 row["elapsed_min"] = round(self.elapsed() / 60, 2)
+                row = self.world.mean_row(row)
                 self.rows.append(row)
                 self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             due_time = self.cfg.checkpoint_minutes and time.monotonic() - last_ckpt > 60 * self.cfg.checkpoint_minutes
             due_step = self.cfg.checkpoint_steps and self.stage_step % self.cfg.checkpoint_steps == 0
-            if due_time or due_step:
+            if self.world.decide(bool(due_time or due_step)):
                 self.save_state(opt, d_opt)
                 self.write_log()
                 last_ckpt = time.monotonic()
@@ -282,21 +310,25 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> Path:
-        self.model.eval()
+        """``OUT/model.pt`` (rank 0 writes it; every worker returns its path)."""
+        self.model.eval().float()
+        path = self.out / MODEL_FILE
+        if not self.world.is_main:
+            return path
         record = {"data": str(self.data_root), "stages": [asdict(s) for s in self.cfg.stages],
                   "steps": self.global_step, "minutes": round(self.elapsed() / 60, 1),
-                  "seed": self.cfg.seed, "device": str(self.device),
+                  "seed": self.cfg.seed, "device": str(self.device), "workers": self.world.size,
                   "perceptual": "vgg19:" + self.cfg.perceptual_weights if self.cfg.perceptual_weights
                   else "StructureLoss (no-download substitute)",
                   "final_losses": self.rows[-1] if self.rows else {}}
-        path = save_checkpoint(self.out / MODEL_FILE, self.model, training=record)
+        path = save_checkpoint(path, self.model, training=record)
         self.write_log()
         self.log(f"wrote {path}")
         return path
 
     def write_log(self) -> None:
         """``loss_log.csv`` (one row per logged step) and ``loss_log.png`` (one curve per term)."""
-        if not self.rows:
+        if not self.rows or not self.world.is_main:
             return
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
         with open(self.out / LOG_FILE, "w", newline="") as f:

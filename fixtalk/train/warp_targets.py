@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from fixtalk.geometry import umeyama
 from fixtalk.nets.decoder import identity_grid
+from fixtalk.train.collective import batch_denominator
 from fixtalk.train.face_warp import control_points, mouth_interior, separate_inner_lips, warp_maps
 
 _RIGID = np.r_[17:48]  # brows, nose, eyes: follow the head, not the mouth
@@ -56,26 +57,30 @@ def warp_loss(flow_logits: list[torch.Tensor], flow: torch.Tensor, mouth: torch.
               offsets: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Supervise every decoder level's flow (L1 outside the open mouth) and mask (``w_mask``: 1
     outside the open mouth; ``w_mask_mouth``: 0 inside it at the two finest levels; L1 on sigmoid).
-    ``valid`` (B,) bool selects items with targets. ``offsets``: the per-level self-flows of
+    ``valid`` (B,) bool selects items with targets (the others weigh nothing; every normaliser is
+    the global batch's, :func:`fixtalk.train.collective.batch_denominator`). ``offsets``: the per-level self-flows of
     relative flow (B, r, r, 2); the displacement supervised is then the one rendered, f_d - f_s."""
-    if not (w_flow or w_mask or w_mask_mouth) or not bool(valid.any()):
+    if not (w_flow or w_mask or w_mask_mouth):
         return {}
-    flow, mouth = flow[valid], mouth[valid]
+    v = valid.to(flow.dtype)[:, None, None, None]  # items without targets (zeros) weigh nothing
+    n_valid = batch_denominator(v.sum())  # of the whole global batch in a data-parallel run
+    if float(n_valid) == 0.0:
+        return {}
     lf = lm = lmm = 0.0
     for k, logits in enumerate(flow_logits):
-        logits = logits[valid]
         r = logits.shape[-1]
         tgt = F.adaptive_avg_pool2d(flow, r) - identity_grid(r, logits.device, logits.dtype).permute(0, 3, 1, 2)
-        m = F.adaptive_avg_pool2d(mouth, r)
-        keep = 1.0 - m
+        m = F.adaptive_avg_pool2d(mouth, r) * v
+        keep = (1.0 - m) * v
         disp = torch.tanh(logits[:, :2])
         if offsets is not None:
-            disp = disp - offsets[k][valid].permute(0, 3, 1, 2).to(disp.dtype)
-        lf = lf + ((disp - tgt).abs() * keep).sum() / (2 * keep.sum()).clamp(min=1.0)
+            disp = disp - offsets[k].permute(0, 3, 1, 2).to(disp.dtype)
+        lf = lf + ((disp - tgt).abs() * keep).sum() / batch_denominator(2 * keep.sum()).clamp(min=1.0)
         mask = torch.sigmoid(logits[:, 2:3])
-        lm = lm + (keep * (1.0 - mask)).mean()
+        lm = lm + (keep * (1.0 - mask)).sum() / (n_valid * r * r)
         if 2 * r >= flow.shape[-1]:  # the finest two levels generate the mouth; coarser ones may
-            lmm = lmm + (m * mask).sum() / m.sum().clamp(min=1.0)  # warp dark source features into it
+            # warp dark source features into it
+            lmm = lmm + (m * mask).sum() / batch_denominator(m.sum()).clamp(min=1.0)
     n = len(flow_logits)
     out = {}
     if w_flow:
@@ -96,9 +101,9 @@ def copy_loss(rgb_levels: list[torch.Tensor], upsample, target: torch.Tensor, mo
     for what the source lacks, the mouth cavity. Without it the coarse levels paint a blurred,
     remembered face and the finest level only a correction."""
     own = rgb_levels[-1] - upsample(rgb_levels[-2])
-    keep = (1.0 - F.max_pool2d(mouth, 7, 1, 3))[valid]
-    err = (own[valid] - target[valid]).abs() * keep
-    return err.sum() / (3 * keep.sum()).clamp(min=1.0)
+    keep = (1.0 - F.max_pool2d(mouth, 7, 1, 3)) * valid.to(own.dtype)[:, None, None, None]
+    err = (own - target).abs() * keep
+    return err.sum() / batch_denominator(3 * keep.sum()).clamp(min=1.0)
 
 
 def flow_diagnosis(renderer, clips: list, max_frames: int) -> dict:
