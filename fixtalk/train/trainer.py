@@ -242,6 +242,7 @@ class Trainer:
             if self.world.decide(bool(self.cfg.max_minutes and self.elapsed() / 60 > self.cfg.max_minutes)):
                 self.log(f"run budget of {self.cfg.max_minutes} min reached")
                 self.save_state(opt, d_opt)
+                self.write_log()  # the loss log of a stopped run is as far as its state
                 raise TimeoutError("training time budget reached; rerun the same command to continue")
             batch = {k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype)
                      for k, v in next(batches).items()}
