@@ -257,7 +257,7 @@ class ClipRenderer:
                     fb[edi_k] = m.edi(fb[edi_k], motion, state.motion.expand(b, -1)).feature
                 levels = DecoderLevels() if self.pixel_warp else None
                 img = m.dec(state.code.expand(b, -1) + motion, fb, e, premodulated=premod,
-                            flow_offsets=state.flow_offsets, levels=levels)
+                            flow_offsets=state.flow_offsets, levels=levels, fused=True)
                 yield self._finish(img, state, levels)
 
     def _finish(self, img: torch.Tensor, state: SourceState, levels: DecoderLevels | None) -> torch.Tensor:
