@@ -24,7 +24,7 @@ Every function falls back to the module's own forward when gradients are enabled
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
