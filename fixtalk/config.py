@@ -12,6 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+#: Arithmetic of the rendering network (:class:`fixtalk.inference.ClipRenderer`): float32, or
+#: autocast to bfloat16 (CPU or CUDA) or float16 (CUDA only).
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
 @dataclass
 class AudioConfig:
     """Wav2Lip/EDTalk mel front-end (see shared/fixtures/README.md, section 5)."""

@@ -26,7 +26,7 @@ import torch
 
 from .model import FixTalk
 from .nets.audio2lip import smooth_time
-from .config import PixelWarp, SilenceGate
+from .config import PRECISIONS, PixelWarp, SilenceGate
 from .nets.decoder import DecoderLevels
 from .pixel_warp import finest_flow, pixel_warp
 from .nets.audio_features import mel_windows, samples_per_frame, speech_gate
@@ -55,37 +55,59 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return y.permute(0, 2, 3, 1).cpu().numpy()
 
 
+#: Frames per network call when none is given. On CPU, batch 1: the fast path folds each frame's
+#: style into the convolution weights (one pass over every activation instead of five, see
+#: :mod:`fixtalk.nets.fused`) and a 256-px frame's activations stay in the cache; larger batches
+#: were measured slower per frame on 2-core x86 (docs/performance.md, Rendering). On CUDA, 8:
+#: a GPU needs the batch to fill its cores.
+DEFAULT_BATCH = {"cpu": 1, "cuda": 8}
+
+
+def default_batch_size(device: str | torch.device) -> int:
+    """The fast path's default frames per call on ``device`` (:data:`DEFAULT_BATCH`)."""
+    return DEFAULT_BATCH.get(torch.device(device).type, 1)
+
+
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """ValueError unless ``precision`` is one of :data:`PRECISIONS` and runs on ``device``
+    (float16 autocast needs CUDA; CPU autocast supports bfloat16)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float16" and torch.device(device).type != "cuda":
+        raise ValueError("precision float16 needs a CUDA device (CPU autocast has no float16); "
+                         "use bfloat16 or float32 on CPU")
+
+
 class ClipRenderer:
-    """Renders clips with one model. ``autocast``: None, "bf16" or "fp16" (fp16 needs CUDA).
+    """Renders clips with one model. ``precision``: "float32" (default), "bfloat16" (autocast on
+    CPU or CUDA) or "float16" (autocast, CUDA only); the frames come back float32 either way.
+    ``batch_size``: frames per network call; None = :func:`default_batch_size` of the device.
     ``relative_flow``: subtract the source's self-flow from every flow
     (:func:`fixtalk.nets.decoder.self_flow_offsets`); False renders EDTalk's decoder exactly.
     ``pixel_warp``: the source's own pixels where the generator only moves them
     (:mod:`fixtalk.pixel_warp`); None (or disabled) gives the generator's frame alone."""
 
-    def __init__(self, model: FixTalk, device: str | torch.device = "cpu", batch_size: int = 8,
-                 autocast: str | None = None, relative_flow: bool = False,
+    def __init__(self, model: FixTalk, device: str | torch.device = "cpu", batch_size: int | None = None,
+                 precision: str = "float32", relative_flow: bool = False,
                  pixel_warp: PixelWarp | None = None):
+        self.device = torch.device(device)
+        batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if autocast not in (None, "bf16", "fp16"):
-            raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}")
-        self.device = torch.device(device)
-        if autocast == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 autocast needs a CUDA device; use 'bf16' or None on CPU")
+        check_precision(precision, self.device)
         self.model = model.to(self.device).eval()
         self.dtype = next(model.parameters()).dtype
         self.batch_size = batch_size
-        self.autocast = autocast
+        self.precision = precision
         self.size = model.cfg.size
         self.relative_flow = relative_flow
         self.pixel_warp = pixel_warp if pixel_warp is not None and pixel_warp.enabled else None
 
     # ------------------------------------------------------------------ helpers
     def _ctx(self):
-        if self.autocast is None:
+        if self.precision == "float32":
             return contextlib.nullcontext()
-        dt = torch.bfloat16 if self.autocast == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dt)
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
 
     def _images(self, arr: np.ndarray, what: str, single: bool) -> torch.Tensor:
         s = self.size
@@ -112,7 +134,7 @@ class ClipRenderer:
         return (t - 0.5) / 0.5
 
     def _weights(self, a, n: int, what: str, t: int | None) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a)
+        x = a if torch.is_tensor(a) else torch.as_tensor(np.asarray(a), device=self.device)
         if x.ndim == 1:
             x = x.unsqueeze(0)
         if x.ndim != 2 or x.shape[1] != n:
@@ -257,7 +279,7 @@ class ClipRenderer:
                     fb[edi_k] = m.edi(fb[edi_k], motion, state.motion.expand(b, -1)).feature
                 levels = DecoderLevels() if self.pixel_warp else None
                 img = m.dec(state.code.expand(b, -1) + motion, fb, e, premodulated=premod,
-                            flow_offsets=state.flow_offsets, levels=levels)
+                            flow_offsets=state.flow_offsets, levels=levels, fused=True)
                 yield self._finish(img, state, levels)
 
     def _finish(self, img: torch.Tensor, state: SourceState, levels: DecoderLevels | None) -> torch.Tensor:

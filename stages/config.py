@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from fixtalk.config import AdaptConfig, FootageFitConfig, PixelWarp, PoseTrack, ShiftStitching, SilenceGate
+from fixtalk.config import (PRECISIONS, AdaptConfig, FootageFitConfig, PixelWarp, PoseTrack, ShiftStitching,
+                            SilenceGate)
 
 
 @dataclass
@@ -79,14 +80,24 @@ class ModelSection:
     audio2lip: str | None = None  # EDTalk's Audio2Lip.pt when the checkpoint is an EDTalk one
     emotions_dir: str | None = None  # EDTalk's predefined_exp_weights/*.npy
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    autocast: str | None = None  # None | bf16 | fp16 (CUDA only)
+
+
+RENDER_OUTPUTS = ("crop", "full")
+PASTE_REGIONS = ("auto", "face", "mouth")
 
 
 @dataclass
 class RenderConfig:
+    """The render stage (stages/render.py). ``precision``: the network's arithmetic, float32
+    (default), bfloat16 (autocast on CPU or CUDA) or float16 (autocast, CUDA only); error and
+    speed against float32 in docs/performance.md (Rendering)."""
+
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1.0, num_gpus=0.0,
                                                                    max_tasks_in_flight=1))
-    batch_size: int = 8  # frames per network call
+    # frames per network call; None: the device's default (fixtalk.inference.DEFAULT_BATCH:
+    # 1 on CPU, where batch 1 is fastest per frame, 8 on CUDA)
+    batch_size: int | None = None
+    precision: str = "float32"  # float32 | bfloat16 | float16 (CUDA only)
     output: str = "full"  # crop | full (paste back into the portrait)
     paste_region: str = "auto"  # auto | face | mouth (stages/media/paste.py)
     feather: float = 0.12
@@ -96,6 +107,20 @@ class RenderConfig:
     # the portrait's own pixels moved by the network's finest flow, where the network only moves
     # them (fixtalk.pixel_warp): sharper than the generator's frame; enabled=false for G alone
     pixel_warp: PixelWarp = field(default_factory=PixelWarp)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (empty when they are valid), each naming the key."""
+        out = []
+        if self.output not in RENDER_OUTPUTS:
+            out.append(f"render.output={self.output!r}: expected one of {', '.join(RENDER_OUTPUTS)}")
+        if self.paste_region not in PASTE_REGIONS:
+            out.append(f"render.paste_region={self.paste_region!r}: expected one of {', '.join(PASTE_REGIONS)}")
+        if self.precision not in PRECISIONS:
+            out.append(f"render.precision={self.precision!r}: expected one of {', '.join(PRECISIONS)} "
+                       "(float16 on CUDA only)")
+        if self.batch_size is not None and self.batch_size < 1:
+            out.append(f"render.batch_size={self.batch_size}: expected >= 1, or none for the device's default")
+        return out
 
 
 @dataclass

@@ -31,7 +31,6 @@ from stages.media.paste import LowerFaceComposite, PasteBack, lower_face_mask
 from stages.rendering.dub import DubRenderer
 from stages.rendering.runtime import load_runtime
 
-PASTE_REGIONS = ("auto", "face", "mouth")
 
 
 def is_grayscale(image: np.ndarray, tolerance: int = 2) -> bool:
@@ -54,15 +53,13 @@ class RenderStage(Stage):
 
     def __init__(self, config: PipelineConfig):
         self.cfg = config.render
-        if self.cfg.output not in ("crop", "full"):
-            raise ValueError(f"render.output={self.cfg.output!r}: expected crop or full")
-        if self.cfg.paste_region not in PASTE_REGIONS:
-            raise ValueError(f"render.paste_region={self.cfg.paste_region!r}: expected one of "
-                             f"{', '.join(PASTE_REGIONS)}")
+        problems = self.cfg.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         self.mux = config.mux
         self.fps = int(config.ingest.fps)
         self.max_image_side = int(config.ingest.max_image_side)
-        self.runtime = load_runtime(config, batch_size=self.cfg.batch_size)
+        self.runtime = load_runtime(config)
         self.dubber = DubRenderer(self.runtime, config.dub, crf=int(self.mux.crf), preset=str(self.mux.preset))
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:

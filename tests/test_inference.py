@@ -136,7 +136,7 @@ def test_bf16_autocast_runs_close_to_float32(models):
     state = r32.source(smooth_image(32, seed=1))
     lip = driving(models["edtalk_lip_pose"], state)[0][:4]
     ref = torch.cat(list(r32.render_float(state, lip)))
-    r16 = ClipRenderer(models["edtalk_lip_pose"], batch_size=4, autocast="bf16")
+    r16 = ClipRenderer(models["edtalk_lip_pose"], batch_size=4, precision="bfloat16")
     out = torch.cat(list(r16.render_float(r16.source(smooth_image(32, seed=1)), lip)))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert (out - ref).abs().mean() < 0.1
@@ -189,8 +189,10 @@ def test_bad_driving_inputs(models):
         r.lip_weights(np.full(3200, np.nan, np.float32))
     with pytest.raises(ValueError, match="NaN or Inf"):
         r.source_tensor(image_tensor(32).fill_(float("inf")))
-    with pytest.raises(ValueError, match="fp16 autocast needs a CUDA device"):
-        ClipRenderer(models["edtalk"], autocast="fp16")
+    with pytest.raises(ValueError, match="precision float16 needs a CUDA device"):
+        ClipRenderer(models["edtalk"], precision="float16")
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, float16"):
+        ClipRenderer(models["edtalk"], precision="fp16")
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         ClipRenderer(models["edtalk"], batch_size=0)
 

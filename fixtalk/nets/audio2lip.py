@@ -72,9 +72,10 @@ class Audio2Lip(nn.Module):
         return (out, emb) if return_embedding else out
 
 
-def gaussian_kernel(k: int = 3, sigma: float = 1.0) -> torch.Tensor:
-    """exp(-x^2 / (2 sigma^2)) on x = -(k//2)..k//2, normalised in float64, returned float32."""
-    x = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+def gaussian_kernel(k: int = 3, sigma: float = 1.0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """exp(-x^2 / (2 sigma^2)) on x = -(k//2)..k//2, normalised in float64, returned float32
+    on ``device``."""
+    x = torch.arange(k, dtype=torch.float64, device=device) - (k - 1) / 2
     g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
     return (g / g.sum()).to(torch.float32)
 
@@ -84,7 +85,7 @@ def smooth_time(x: torch.Tensor, k: int = 3, sigma: float = 1.0) -> torch.Tensor
     if x.ndim != 2:
         raise ValueError(f"expected (T, C) weights, got {tuple(x.shape)}")
     c = x.shape[1]
-    w = gaussian_kernel(k, sigma).to(device=x.device, dtype=x.dtype).view(1, 1, k).repeat(c, 1, 1)
+    w = gaussian_kernel(k, sigma, x.device).to(dtype=x.dtype).view(1, 1, k).repeat(c, 1, 1)
     y = F.conv1d(x.t().unsqueeze(0), w, padding=k // 2, groups=c)
     return y[0].t()
 

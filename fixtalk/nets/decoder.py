@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .eem import EEM
+from .fused import flow_logits, styled_conv
 from .layers import ConstantInput, ConvLayer, ModulatedConv2d, StyledConv, Upsample
 
 _GRID_CACHE: dict[tuple, torch.Tensor] = {}
@@ -73,11 +74,13 @@ class ToFlow(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, feat: torch.Tensor,
                 skip: torch.Tensor | None = None, offset: torch.Tensor | None = None,
-                still: bool = False):
+                still: bool = False, fused: bool = False):
         """Returns (warped source map, next decoder feature, flow logits). ``offset`` (1|B, h, w, 2)
         is subtracted from the flow displacement; ``still`` warps with the identity grid (the
-        logits are returned unchanged in both cases)."""
-        logits = self.conv(x, style) + self.bias
+        logits are returned unchanged in both cases). ``fused``: inference with fewer passes
+        (:mod:`fixtalk.nets.fused`), used without gradients only."""
+        fused = fused and not torch.is_grad_enabled()
+        logits = flow_logits(self.conv, self.bias, x, style) if fused else self.conv(x, style) + self.bias
         if skip is not None:
             logits = logits + self.upsample(skip)
         b, _, h, w = x.shape
@@ -90,7 +93,8 @@ class ToFlow(nn.Module):
         mask = torch.sigmoid(logits[:, 2:3])
         warped = F.grid_sample(feat, flow, mode="bilinear", padding_mode="zeros",
                                align_corners=False) * mask
-        return warped, warped + x * (1 - mask), logits
+        nxt = torch.addcmul(warped, x, 1 - mask) if fused else warped + x * (1 - mask)
+        return warped, nxt, logits
 
 
 @dataclass
@@ -143,13 +147,16 @@ class Synthesis(nn.Module):
     def forward(self, latent: torch.Tensor, feats: list[torch.Tensor],
                 exp_latent: torch.Tensor | None = None, levels: DecoderLevels | None = None,
                 premodulated: frozenset[int] = frozenset(),
-                flow_offsets: Sequence[torch.Tensor] | None = None, still: bool = False) -> torch.Tensor:
+                flow_offsets: Sequence[torch.Tensor] | None = None, still: bool = False,
+                fused: bool = False) -> torch.Tensor:
         """latent (B, D) target latent; feats: source maps coarse to fine (8..S); exp_latent (B, D)
         EEM condition or None. ``premodulated``: level indices whose maps already went through
         EEM (the fast renderer runs EEM once for a constant expression). ``flow_offsets``: one
         (1|B, r, r, 2) displacement per level subtracted from the flow (None: EDTalk's decoder
         exactly); ``still``: every level warps with the identity grid (the self pass of relative
-        flow). Fills ``levels`` with intermediates when given."""
+        flow). ``fused``: the inference forwards of :mod:`fixtalk.nets.fused` (same numbers up to
+        float32 rounding; ignored while gradients are enabled). Fills ``levels`` with
+        intermediates when given."""
         if flow_offsets is not None and len(flow_offsets) != len(self.levels):
             raise ValueError(f"flow_offsets: expected {len(self.levels)} levels, got {len(flow_offsets)}")
         if len(feats) != len(self.levels):
@@ -157,15 +164,16 @@ class Synthesis(nn.Module):
                              f"({self.levels}), got {len(feats)}")
         b = latent.shape[0]
         style = latent  # every style slot holds the same latent
-        out = self.conv1(self.input(b), style)
+        conv = styled_conv if fused else (lambda layer, x, s: layer(x, s))
+        out = conv(self.conv1, self.input(b), style)
         skip_rgb = skip_flow = None
         for k, feat in enumerate(feats):
-            out = self.convs[2 * k](out, style)
-            out = self.convs[2 * k + 1](out, style)
+            out = conv(self.convs[2 * k], out, style)
+            out = conv(self.convs[2 * k + 1], out, style)
             if self.with_eem and k not in premodulated:
                 feat = self.fineadainresblock[k](feat, exp_latent)
             offset = None if flow_offsets is None else flow_offsets[k]
-            warped, out, skip_flow = self.to_flows[k](out, style, feat, skip_flow, offset, still)
+            warped, out, skip_flow = self.to_flows[k](out, style, feat, skip_flow, offset, still, fused)
             skip_rgb = self.to_rgbs[k](warped, skip_rgb)
             if levels is not None:
                 levels.eem_out.append(feat)

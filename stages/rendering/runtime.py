@@ -93,13 +93,19 @@ def _load(checkpoint: str | None, audio2lip: str | None, emotions_dir: str | Non
 
 
 def load_runtime(config: PipelineConfig, batch_size: int | None = None) -> Runtime:
-    """Model + renderer from ``config.model`` (systemic error when the checkpoint cannot load)."""
+    """Model + renderer from ``config.model`` and ``config.render`` (batch size: ``batch_size``,
+    else ``render.batch_size``, else the device's default). Systemic errors: a checkpoint that
+    cannot load, ``render.precision=float16`` without a CUDA device."""
     from fixtalk.inference import ClipRenderer
 
-    m = config.model
+    m, r = config.model, config.render
     device = resolve_device(m.device)
+    if r.precision == "float16" and not device.startswith("cuda"):
+        raise SystemicError(f"render.precision=float16 needs a CUDA device, but the model runs on "
+                            f"{device} (model.device={m.device}); set render.precision=bfloat16 "
+                            "(CPU autocast) or float32")
     model, ident, weights = _load(m.checkpoint, m.audio2lip, m.emotions_dir, device)
-    renderer = ClipRenderer(model, device=device, batch_size=int(batch_size or config.render.batch_size),
-                            autocast=m.autocast if device.startswith("cuda") else None,
-                            relative_flow=config.render.relative_flow, pixel_warp=config.render.pixel_warp)
+    renderer = ClipRenderer(model, device=device, batch_size=batch_size or r.batch_size,
+                            precision=r.precision, relative_flow=r.relative_flow,
+                            pixel_warp=r.pixel_warp)
     return Runtime(model=model, renderer=renderer, device=device, checkpoint_id=ident, weights=weights)
