@@ -49,20 +49,6 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_rss(root: int) -> int:
-    """Bytes of resident memory of ``root`` and all its descendants."""
-    tree, total, todo = _children(), 0, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            with open(f"/proc/{pid}/statm") as fh:
-                total += int(fh.read().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            pass
-        todo.extend(tree.get(pid, []))
-    return total
-
-
 def proc_rss(pid: int) -> int:
     """Bytes of resident memory of one process (0 when it is gone)."""
     try:
@@ -70,6 +56,16 @@ def proc_rss(pid: int) -> int:
             return int(fh.read().split()[1]) * PAGE
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def tree_rss(root: int) -> int:
+    """Bytes of resident memory of ``root`` and all its descendants."""
+    tree, total, todo = _children(), 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += proc_rss(pid)
+        todo.extend(tree.get(pid, []))
+    return total
 
 
 def results_rows(path: Path) -> int | None:
