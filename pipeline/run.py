@@ -31,6 +31,7 @@ from pipeline.plan import CLIPS_DIR, WORK_DIR, parse_shard, read_only_ids, selec
 from pipeline.progress import Progress
 from pipeline.ray_session import start_ray
 from pipeline.results import (
+    FinishedRows,
     assemble,
     code_version,
     counts,
@@ -257,7 +258,7 @@ def run(req: RunRequest) -> RunOutcome:
           + (f", {sel.n_out_of_shard} in other shards" if shard else "")
           + (f", {len(sel.unselected)} not selected" if len(sel.unselected) else ""), file=sys.stderr)
 
-    done: list[pd.DataFrame] = []
+    done = FinishedRows()
     error: str | None = None
     error_tb: str | None = None
     exit_code = EXIT_OK
@@ -268,9 +269,8 @@ def run(req: RunRequest) -> RunOutcome:
     in_run = [f for f in (sel.finish, sel.todo) if f is not None and len(f)]  # rows this run works on
 
     def snapshot(final: bool) -> pd.DataFrame:
-        finished = set().union(*[set(d["clip_id"]) for d in done]) if done else set()
-        pending = [f[~f["clip_id"].isin(finished)].assign(status="pending") for f in in_run]
-        return assemble([sel.settled, *done, *[f for f in pending if len(f)], sel.unselected], stage_names)
+        pending = [f[~f["clip_id"].isin(done.clip_ids)].assign(status="pending") for f in in_run]
+        return assemble([sel.settled, *done.frames(), *[f for f in pending if len(f)], sel.unselected], stage_names)
 
     try:
         classes = list(req.stage_classes) if req.stage_classes is not None else dag.load_stage_classes(cfg)
@@ -285,7 +285,7 @@ def run(req: RunRequest) -> RunOutcome:
         for frame, chain in work:
             for batch in _chain(cfg, frame, chain):
                 ledger.append(batch)
-                done.append(batch)
+                done.add(batch)
                 progress.update(batch)
                 if not cfg.run.keep_work:
                     _drop_work_dirs(batch, out)
@@ -317,10 +317,10 @@ def run(req: RunRequest) -> RunOutcome:
         "manifest": str(Path(req.manifest).resolve()), "out": str(out), "exit_code": exit_code,
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
         "finished": datetime.now(timezone.utc).isoformat(), "wall_time_s": round(wall, 3),
-        "counts": tally, "rendered_this_run": int(sum(len(d) for d in done)) - n_finish,
+        "counts": tally, "rendered_this_run": len(done) - n_finish,
         "finished_from_receipt": n_finish,
-        "clips_per_min": round(60.0 * sum(len(d) for d in done) / wall, 3) if wall > 0 else None,
-        "errors": error_summary(results), "stage_seconds": stage_timings(pd.concat(done) if done else results.iloc[0:0]),
+        "clips_per_min": round(60.0 * len(done) / wall, 3) if wall > 0 else None,
+        "errors": error_summary(results), "stage_seconds": stage_timings(pd.concat(done.frames()) if len(done) else results.iloc[0:0]),
         "error": error, "error_traceback": error_tb, "checkpoint_id": ckpt, "versions": versions(),
         "args": {"config": str(req.config_path) if req.config_path else None, "set": list(req.overrides),
                  "checkpoint": req.checkpoint, "retry_failed": req.retry_failed, "only": str(req.only) if req.only else None,
