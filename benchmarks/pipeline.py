@@ -78,22 +78,35 @@ def results_rows(path: Path) -> int | None:
         return None
 
 
-def run_measured(cmd: list[str], env: dict[str, str], log: Path, results: Path | None = None) -> dict:
+def run_measured(cmd: list[str], env: dict[str, str], log: Path, results: Path | None = None,
+                 clips: Path | None = None, every: int = 50) -> dict:
     """Run a child process to its end, sampling every 0.2 s: wall seconds, peak RSS of its whole
     tree and of the child (the driver) alone, exit code, and, when ``results`` is given, when that
-    file first appeared and the most rows it held before the child finished."""
+    file first appeared and the most rows it held before the child finished. With ``clips`` (the
+    run's ``OUT/clips``), ``trajectory`` holds the peaks so far each time another ``every`` MP4s
+    have been delivered: how the driver grows with the clips it has seen."""
     t0 = time.perf_counter()
-    seen: dict = {"results_first_s": None, "results_rows_while_running": 0}
+    seen: dict = {"results_first_s": None, "results_rows_while_running": 0, "trajectory": []}
+    next_mark, last_count = every, 0.0
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
         peak = driver = 0
         while proc.poll() is None:
             peak = max(peak, tree_rss(proc.pid))
             driver = max(driver, proc_rss(proc.pid))
+            now = time.perf_counter()
             if results is not None and (rows := results_rows(results)) is not None:
                 if seen["results_first_s"] is None:
-                    seen["results_first_s"] = round(time.perf_counter() - t0, 1)
+                    seen["results_first_s"] = round(now - t0, 1)
                 seen["results_rows_while_running"] = max(seen["results_rows_while_running"], rows)
+            if clips is not None and now - last_count > 5.0:
+                last_count = now
+                n_clips = sum(1 for _ in clips.glob("*.mp4")) if clips.is_dir() else 0
+                while n_clips >= next_mark:
+                    seen["trajectory"].append({"clips": next_mark, "s": round(now - t0, 1),
+                                               "driver_rss_mib": round(driver / 2**20, 1),
+                                               "peak_rss_mib": round(peak / 2**20, 1)})
+                    next_mark += every
             time.sleep(0.2)
     return {"wall": time.perf_counter() - t0, "peak": peak, "driver": driver, "code": proc.returncode, **seen}
 
@@ -187,7 +200,9 @@ def measure(kind: str, manifest: Path, out: Path, ckpt: Path, overrides: list[st
         cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-worker", str(manifest), str(out),
                str(ckpt), *overrides]
     log = out.parent / f"{out.name}.log"
-    m = run_measured(cmd, env, log, out / "results.parquet" if kind == "pipeline" else None)
+    pipeline = kind == "pipeline"
+    m = run_measured(cmd, env, log, out / "results.parquet" if pipeline else None, out / "clips" if pipeline else None,
+                     every=max(50, n // 10))
     if m["code"] not in (0, 3):
         tail = log.read_text()[-2000:]
         raise SystemExit(f"{kind} run failed (exit {m['code']}):\n{tail}")
@@ -197,7 +212,7 @@ def measure(kind: str, manifest: Path, out: Path, ckpt: Path, overrides: list[st
            "peak_rss_mib": round(m["peak"] / 2**20, 1), "driver_rss_mib": round(m["driver"] / 2**20, 1)}
     if kind == "pipeline":
         row.update(results_first_s=m["results_first_s"], results_rows_while_running=m["results_rows_while_running"],
-                   **ledger_stats(out))
+                   trajectory=m["trajectory"], **ledger_stats(out))
     print(f"{kind:8s} N={n:4d}: {ok} clips in {wall:7.1f} s = {row['clips_per_min']:6.2f} clips/min, "
           f"peak RSS {row['peak_rss_mib']:7.1f} MiB (driver {row['driver_rss_mib']:.1f})"
           + (f", ledger {row['ledger_parts']} parts {row['ledger_kib']} KiB, compacted in {row['compact_s']} s, "
@@ -242,6 +257,10 @@ def record(path: Path, result: dict) -> None:
     for r in runs[1:]:
         lines.append(f"Driver peak RSS at N={r['n']} vs N={p['n']}: **{r['driver_rss_mib'] / p['driver_rss_mib']:.2f}x** "
                      f"(target within 1.2x); all processes {r['peak_rss_mib'] / p['peak_rss_mib'] - 1:+.1%}.")
+    for r in runs:
+        if len(r.get("trajectory", [])) > 1:
+            lines += ["", f"N={r['n']}, peak RSS so far (MiB) as clips were delivered, driver / all processes: "
+                      + "; ".join(f"{t['clips']}: {t['driver_rss_mib']} / {t['peak_rss_mib']}" for t in r["trajectory"]) + "."]
     lines += ["", "| run | ledger parts | ledger (KiB) | compaction (s) | compacted (KiB) | results.parquet first written "
               "| rows in it before the end |", "|---|---|---|---|---|---|---|"]
     lines += [f"| N={r['n']} | {r['ledger_parts']} | {r['ledger_kib']} | {r['compact_s']} | {r['ledger_kib_compacted']} "
