@@ -1,7 +1,7 @@
 """What fitting the model to a presenter's footage buys, on frames of that footage held out from
 the fitting, against no fitting and against the adaptation of a still of the presenter.
 
-    .venv/bin/python benchmarks/footage_fit.py [--steps 300] [--lip-steps 0] [--out runs/footage_fit]
+    .venv/bin/python benchmarks/footage_fit.py [--steps 150] [--lip-steps 0] [--still-steps 300] [--out runs/footage_fit]
 
 Footage: the Grace Hopper portrait speaking two LibriVox sentences (12 s, 25 fps, 256 px;
 fixtalk.train.talking_footage). Its last quarter is held out. Each model renders every held-out
@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     from stages.rendering.runtime import load_runtime
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--lip-steps", type=int, default=0)
-    ap.add_argument("--still-steps", type=int, default=600)
+    ap.add_argument("--still-steps", type=int, default=300)
     ap.add_argument("--holdout", type=float, default=0.25)
     ap.add_argument("--out", default="runs/footage_fit")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     fitted = out / f"footage-{recipe_key(cfg.adapt.footage)}.pt"
     if not fitted.is_file():
         segments = footage_segments(footage, "25/1", track, True, args.holdout, 1500, "presenter_video")
-        fit_footage(runtime.model, segments, cfg.adapt.footage, out / "fit.work", fitted,
+        fit_footage(runtime.model, segments, cfg.adapt.footage, fitted.with_suffix(".work"), fitted,
                     runtime.checkpoint_id, footage=str(footage), log=print)
     times["footage fit"] = (time.monotonic() - t0) / 60
     runtime.weights.use(str(fitted))
