@@ -315,10 +315,10 @@ class AdaptConfig:
     flow with the known warp (with relative flow, the displacement rendered, f_d - f_s).
     ``partial_clips``: see fixtalk.adapt."""
 
-    steps: int = 600
-    lr: float = 0.0005
-    lr_schedule: str = "constant"  # constant | cosine (fixtalk.train.schedule)
-    warmup_steps: int = 0
+    steps: int = 300  # with lr 1e-3 on a cosine schedule; was 600 at a constant 5e-4 (docs/performance.md)
+    lr: float = 0.001
+    lr_schedule: str = "cosine"  # constant | cosine (fixtalk.train.schedule)
+    warmup_steps: int = 15
     batch_size: int = 4
     relative_flow: bool = True
     flow: float = 0.0
@@ -349,10 +349,10 @@ class FootageFitConfig:
     of frames (the end of the footage) kept out of fitting for evaluation."""
 
     enabled: bool = True
-    steps: int = 300
-    lr: float = 0.0003
-    lr_schedule: str = "constant"  # constant | cosine (fixtalk.train.schedule)
-    warmup_steps: int = 0
+    steps: int = 150  # at lr 6e-4 on a cosine schedule; was 300 at a constant 3e-4 (docs/model_card.md)
+    lr: float = 0.0006
+    lr_schedule: str = "cosine"  # constant | cosine (fixtalk.train.schedule)
+    warmup_steps: int = 10
     batch_size: int = 4
     train: str = "decoder"  # decoder | generator
     mouth: float = 4.0
