@@ -129,7 +129,7 @@ class AdaptSection:
     presenter's portrait, once per portrait, before motion and render use it. ``enabled``: None
     ("auto", the default) adapts when the shipped default model renders, where it was evaluated:
     the render is 3 dB closer to held-out targets (+0.8 without), the mouth moves 2.5 times as
-    much and a pose video moves the head; about 3 minutes per portrait on 2 CPU cores
+    much and a pose video moves the head; about 7 minutes per portrait (300 steps) on 2 CPU cores
     (docs/model_card.md). A user's checkpoint (EDTalk's, or one trained on real video) is not
     adapted unless ``enabled=true``: fine-tuning it on synthetic motion is unevaluated.
     ``false`` renders with the checkpoint as it is."""
