@@ -122,7 +122,7 @@ def adaptation_stages(cfg: AdaptConfig) -> list[StageConfig]:
     return [StageConfig(name="base", steps=int(cfg.steps), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
                         lr_schedule=cfg.lr_schedule, warmup_steps=int(cfg.warmup_steps), l1=1.0, perceptual=1.0, mouth=float(cfg.mouth), track=float(cfg.track),
                         pose_track=float(cfg.pose_track), invariance=float(cfg.invariance),
-                        flow=float(cfg.flow))]
+                        flow=float(cfg.flow), frozen=cfg.frozen)]
 
 
 def recipe_key(cfg: AdaptConfig) -> str:

@@ -252,6 +252,7 @@ class StageConfig:
     image_every: int = 1  # audio2lip: render for the image loss every N steps
     max_minutes: float = 0.0
     trainable: str = ""  # comma-separated parameter-name prefixes; "" = the stage's own choice
+    frozen: str = ""  # comma-separated parameter-name prefixes kept fixed among those (e.g. "enc.")
 
 
 @dataclass
@@ -330,6 +331,7 @@ class AdaptConfig:
     partial_clips: bool = True  # one clip in three moves only the head, one only the lips
     shift: bool = False  # clips shift the head too (off: shift stitching moves it, not G)
     invariance: float = 100.0  # with partial_clips: stage_steps.invariance_term
+    frozen: str = ""  # parameter-name prefixes kept fixed, e.g. "enc." (the encoder E: no backward through it)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads while adapting (0 = every core: a Ray actor's default is 1)
     checkpoint_minutes: float = 2.0  # resumable state this often (a killed run continues)

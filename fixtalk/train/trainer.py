@@ -186,9 +186,11 @@ class Trainer:
     # ------------------------------------------------------------------ one stage
     def _optimizers(self, st: StageConfig):
         prefixes = trainable_prefixes(st.name, self.model, st.trainable)
+        frozen = tuple(f.strip() for f in st.frozen.split(",") if f.strip())
         mults: dict[float, list] = {}
         for name, p in self.model.named_parameters():
             train = (not name.startswith("audio2lip.")) if prefixes is None else name.startswith(prefixes)
+            train = train and not (frozen and name.startswith(frozen))
             p.requires_grad_(train)
             if train:
                 mult = 10.0 if name == "emi.beta" else st.flow_lr_mult if name.startswith("dec.to_flows.") else 1.0
