@@ -32,7 +32,8 @@ How. Only the portrait is used (never the clip's audio or driving video):
    refuses one adapted from another checkpoint.
 
 Settings: :class:`fixtalk.config.AdaptConfig`. Cost: ``steps`` training steps with relative flow
-(about 7 minutes for the default 600 on an idle 2-core CPU; far less on a GPU), once per portrait.
+(the default 300 took 4.2 to 7.3 minutes on
+2-core CPUs, by host, docs/performance.md; far less on a GPU), once per portrait.
 """
 from __future__ import annotations
 
