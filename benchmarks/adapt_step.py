@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def step_seconds(model, data: Path, cfg, steps: int, work: Path) -> list[float]:
     """Seconds of each of ``steps`` training steps of the adaptation ``cfg`` on the clips in ``data``."""
-    from fixtalk.adapt import adaptation_stages
-    from fixtalk.config import TrainConfig
+    from fixtalk.adapt import adaptation_stages, train_config
     from fixtalk.train.trainer import Trainer
 
-    stage = adaptation_stages(cfg)[0]
     times: list[float] = []
 
     def log(line: str) -> None:  # the trainer logs every step's losses with log_every=1
         if line.startswith("global_step="):
             times.append(time.monotonic())
 
-    tcfg = TrainConfig(preset=model.cfg.name, seed=0, device="cpu", relative_flow=cfg.relative_flow,
-                       num_threads=cfg.num_threads or torch.get_num_threads(), checkpoint_minutes=0,
-                       log_every=1, stages=[stage])
-    trainer = Trainer(tcfg, data, work, log=log, model=copy.deepcopy(model))
-    stage.steps = steps + 2
-    trainer.run_stage(stage)
+    stage = replace(adaptation_stages(cfg)[0], steps=steps + 2)
+    tcfg = replace(train_config(model, [stage], cfg), log_every=1, checkpoint_minutes=0)
+    Trainer(tcfg, data, work, log=log, model=copy.deepcopy(model)).run_stage(stage)
     return [b - a for a, b in itertools.pairwise(times[2:])]  # after the two warm-up steps
 
 

@@ -32,8 +32,8 @@ How. Only the portrait is used (never the clip's audio or driving video):
    refuses one adapted from another checkpoint.
 
 Settings: :class:`fixtalk.config.AdaptConfig`. Cost: ``steps`` training steps with relative flow
-(the default 300 took 4.2 to 7.3 minutes on
-2-core CPUs, by host, docs/performance.md; far less on a GPU), once per portrait.
+(the default 300 took 4.2 to 7.3 minutes
+on 2-core CPUs, by host: docs/performance.md; far less on a GPU), once per portrait.
 """
 from __future__ import annotations
 
@@ -161,6 +161,15 @@ def adapt(model: FixTalk, crop: np.ndarray, landmarks: np.ndarray, cfg: AdaptCon
     return fine_tune(model, data, adaptation_stages(cfg), cfg, work, out, record, log)
 
 
+def train_config(model: FixTalk, stages: list[StageConfig], cfg) -> TrainConfig:
+    """The trainer settings of a fine-tuning run of ``model`` through ``stages`` (``cfg``, an
+    AdaptConfig or FootageFitConfig, gives seed, relative_flow, num_threads, checkpoint_minutes)."""
+    return TrainConfig(preset=model.cfg.name, seed=int(cfg.seed), device=str(next(model.parameters()).device),
+                       relative_flow=bool(cfg.relative_flow),
+                       num_threads=int(cfg.num_threads) or (os.cpu_count() or 1),
+                       checkpoint_minutes=float(cfg.checkpoint_minutes), log_every=50, stages=stages)
+
+
 def fine_tune(model: FixTalk, data: Path, stages: list[StageConfig], cfg, work: Path, out: str | Path,
               record: dict, log: Callable[[str], None]) -> Path:
     """Train a copy of ``model`` on the clips under ``data`` through ``stages`` (resumable state
@@ -168,12 +177,7 @@ def fine_tune(model: FixTalk, data: Path, stages: list[StageConfig], cfg, work: 
     it to ``out`` with the training ``record`` and remove ``work``."""
     from fixtalk.train.trainer import Trainer
 
-    device = next(model.parameters()).device
-    tcfg = TrainConfig(preset=model.cfg.name, seed=int(cfg.seed), device=str(device),
-                       relative_flow=bool(cfg.relative_flow),
-                       num_threads=int(cfg.num_threads) or (os.cpu_count() or 1),
-                       checkpoint_minutes=float(cfg.checkpoint_minutes),
-                       log_every=50, stages=stages)
+    tcfg = train_config(model, stages, cfg)
     threads = torch.get_num_threads()
     trainer = Trainer(tcfg, data, Path(work) / "train", log=log, model=copy.deepcopy(model))
     try:
