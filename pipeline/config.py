@@ -98,7 +98,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for part in reversed(parts[:-1]):
             nested = {part: nested}
         _apply(cfg, nested, "")
-    problems = cfg.render.problems()
+    problems = cfg.render.problems() + cfg.dub.problems()
     if problems:
         raise ConfigError("; ".join(problems))
     return cfg

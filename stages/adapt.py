@@ -13,20 +13,20 @@ move the head (docs/model_card.md); ``true`` for any checkpoint (with one traine
 adaptation on synthetic motion is unevaluated); ``false`` never. Without the stage, rows render
 with the checkpoint's own weights.
 
-A presenter with footage (``presenter_video``, else a dub's ``source_video``) is fitted on that
+A dub whose mouth is recalled from its footage (``dub.mouth``, :mod:`stages.rendering.memory_dub`)
+builds the presenter memory here and is not fitted. Otherwise a presenter with footage
+(``presenter_video``, else a dub's ``source_video``) is fitted on that
 footage instead (``adapt.footage``, :mod:`fixtalk.footage_fit` with :mod:`stages.rendering.presenter_fit`):
 ``OUT/work/_adapted/footage-<key>-<checkpoint id>.pt``, once per footage content, fitting options
 and checkpoint, with the same lock and resumable state.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -39,20 +39,10 @@ from stages.face.track import FaceTrack, FaceTracker
 from stages.face_crop import load_crop_landmarks, make_finder
 from stages.ingest import FOOTAGE_VIDEOS, present, shared_dir
 from stages.media.footage import cached_track, content_hash
+from stages.media.locks import file_lock
+from stages.rendering.memory_dub import choose_mouth
 from stages.rendering.presenter_fit import footage_segments
 from stages.rendering.runtime import load_runtime
-
-
-@contextmanager
-def portrait_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock on ``path`` (created if needed) for the duration of the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class AdaptStage(Stage):
@@ -66,6 +56,7 @@ class AdaptStage(Stage):
         self.recipe_key = recipe_key(self.cfg.recipe)
         self.footage_cfg = config.adapt.footage
         self.track_cfg, self.crop_cfg = config.dub.track, config.face_crop
+        self.dub_cfg = config.dub
 
     def target(self, row: dict[str, Any]) -> Path:
         """Where the adapted checkpoint of this row's portrait lives."""
@@ -74,10 +65,15 @@ class AdaptStage(Stage):
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         field = self.footage_field(row)
+        if field == "source_video" and present(row.get("footage_track")):
+            # a dub whose mouth is recalled from its footage needs no fitted weights
+            choice = choose_mouth(row, self.dub_cfg, shared_dir(row, "_memory"))
+            if choice.mode == "memory":
+                return {"adapted_checkpoint": None, "adapted_from": None, **choice.columns()}
         if field is not None:
             return self._fit_footage(row, field)
         out = self.target(row)
-        with portrait_lock(out.with_suffix(".lock")):
+        with file_lock(out.with_suffix(".lock")):
             if not out.is_file():
                 crop = np.asarray(Image.open(row["face_crop"]).convert("RGB"))
                 if crop.shape[:2] != (self.runtime.size, self.runtime.size):
@@ -105,7 +101,7 @@ class AdaptStage(Stage):
         key = hashlib.sha256(json.dumps([content_hash(path), rate, track.size, asdict(fit)], sort_keys=True,
                                         default=str).encode()).hexdigest()[:16]
         out = shared_dir(row, "_adapted") / f"footage-{key}-{self.runtime.checkpoint_id}.pt"
-        with portrait_lock(out.with_suffix(".lock")):
+        with file_lock(out.with_suffix(".lock")):
             if not out.is_file():
                 segments = footage_segments(path, rate, track, bool(row.get(f"{prefix}_has_audio")),
                                             float(fit.holdout), int(fit.max_frames), field)

@@ -157,11 +157,44 @@ class FaceTrackConfig:
     max_jump: float = 0.25  # landmark jump (of the face's size) that counts as a lost track
 
 
+DUB_MOUTHS = ("auto", "memory", "model")
+
+
+@dataclass
+class PresenterMemoryConfig:
+    """The presenter memory of a footage (stages/rendering/presenter_memory.py) and its recall
+    (stages/rendering/recall.py): the footage's own mouths, indexed once, recalled per output frame.
+
+    "Enough" footage for ``dub.mouth=auto`` is at least ``min_frames`` usable frames, of which at
+    least ``min_open_frames`` show an open mouth (inner-lip gap over the eye distance above the
+    presenter's resting gap by ``open_margin``): fewer, and the recall would repeat a handful of
+    shapes, so the model draws the mouth instead (docs/model_card.md, Dubbing)."""
+
+    min_frames: int = 75  # 3 s at 25 fps
+    min_open_frames: int = 25  # 1 s of open mouth
+    open_margin: float = 0.08  # of the inter-ocular distance
+    min_sharpness: float = 0.35  # frames below this share of the footage's median mouth detail are not recalled
+    candidates: int = 48  # memory frames considered per output frame in the path search
+    w_shape: float = 3.0  # path cost weights (stages/rendering/recall.py)
+    w_pose: float = 0.3
+    w_jump: float = 4.0
+    w_sharp: float = 0.3
+    crossfade: int = 3  # output frames over which a jump in the memory is cross-faded
+    pause_s: float = 0.3  # silences at least this long hold a closed mouth
+
+
 @dataclass
 class DubConfig:
-    """Dubbing footage (rows with ``source_video``): stages/rendering/dub.py."""
+    """Dubbing footage (rows with ``source_video``): stages/rendering/dub.py.
+
+    ``mouth``: where the dubbed mouth comes from. ``memory``: the presenter's own footage
+    (stages/rendering/memory_dub.py: recalled mouths, real teeth and lips at full resolution);
+    ``model``: the network re-renders the lower face; ``auto``: memory when the footage has
+    enough usable talking frames (``dub.memory``), else model."""
 
     extend: str = "pingpong"  # footage shorter than the speech: pingpong | loop | freeze
+    mouth: str = "auto"  # auto | memory | model
+    memory: PresenterMemoryConfig = field(default_factory=PresenterMemoryConfig)
     track: FaceTrackConfig = field(default_factory=FaceTrackConfig)
     batch_size: int = 8  # footage frames per network call
     feather: float = 0.05  # lower-face mask blur, in face heights
@@ -169,6 +202,15 @@ class DubConfig:
     # the row renders with weights fitted to its presenter (they open the mouth about twice as far:
     # at 1.0 into a smear, docs/model_card.md, Dubbing), 1.0 with the checkpoint's own
     lip_gain: float | None = None
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (empty when they are valid), each naming the key."""
+        out = []
+        if self.mouth not in DUB_MOUTHS:
+            out.append(f"dub.mouth={self.mouth!r}: expected one of {', '.join(DUB_MOUTHS)}")
+        if self.memory.crossfade < 0 or self.memory.candidates < 1:
+            out.append("dub.memory.crossfade must be >= 0 and dub.memory.candidates >= 1")
+        return out
 
 
 @dataclass
@@ -260,6 +302,9 @@ class QCConfig:
     script_wer_warn: float | None = 0.35  # trusted script_wer above this warns (docs/scripts.md)
     min_dubbed_fraction: float | None = 0.9  # dubs: a smaller share of frames dubbed warns
     outside_psnr_warn: float | None = 30.0  # dubs: PSNR outside the mouth mask below this warns (encoding alone: 35+ dB)
+    # dubs: the mouth's motion in speech (std of the inner-lip gap) over the footage's own below
+    # this warns (stages/checks/dub_qc.py; today's model mouths read 0.2-0.35)
+    mouth_motion_ratio_warn: float | None = 0.5
 
 
 @dataclass

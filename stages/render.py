@@ -24,7 +24,7 @@ from fixtalk.shift_stitching import shift_heads
 from stages.base import ClipError, Stage
 from stages.config import PipelineConfig
 from stages.face_crop import load_crop_landmarks, load_transform
-from stages.ingest import portrait_source, present, work_dir_of
+from stages.ingest import portrait_source, present, shared_dir, work_dir_of
 from stages.media.av import FfmpegWriter, MediaError
 from stages.media.images import read_rgb
 from stages.media.paste import LowerFaceComposite, PasteBack, lower_face_mask
@@ -68,7 +68,7 @@ class RenderStage(Stage):
         self.runtime.use_row_weights(row)
         work = work_dir_of(row)
         if present(row.get("footage_track")):
-            return {**self.dubber.render(row, work), "render_device": self.runtime.device,
+            return {**self.dubber.render(row, work, shared_dir(row, "_memory")), "render_device": self.runtime.device,
                     "render_output": "footage", "render_region": "mouth",
                     "checkpoint_id": self.runtime.checkpoint_id}
         size = self.runtime.size

@@ -221,7 +221,7 @@ def test_presenter_footage_fits_the_model_once_for_still_and_dub_rows(media):
             {"clip_id": "still_b", "portrait": portrait.name, "presenter_video": "hopper25.mp4", "audio": "short.wav"},
             {"clip_id": "dub", "source_video": "hopper25.mp4", "audio": "short.wav"}]
     fit = ["--set", "adapt.enabled=true", "--set", "adapt.footage.steps=2", "--set", "adapt.footage.lip_steps=2",
-           "--set", "qc.enabled=false"]
+           "--set", "qc.enabled=false", "--set", "dub.mouth=model"]  # the model's mouth is what a fit serves
     res = _run(d, rows, "out_fit", fit)
     assert (res.status == "ok").all(), res.error_message.tolist()
     assert set(res.adapted_from) == {"presenter_video", "source_video"}

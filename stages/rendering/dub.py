@@ -40,6 +40,7 @@ from stages.face.track import FaceTrack
 from stages.media.av import FfmpegWriter, MediaError
 from stages.media.footage import footage_frames, footage_index, read_frames, shot_references
 from stages.media.paste import LowerFaceComposite, add_change
+from stages.rendering.memory_dub import choose_mouth, plan_recall
 
 #: Footage that pingpong must play backwards is buffered on disk as raw frames up to this size.
 MAX_BUFFER_BYTES = 16 << 30
@@ -119,26 +120,35 @@ class DubRenderer:
     def __init__(self, runtime: Any, cfg: Any, crf: int, preset: str):
         self.runtime, self.cfg, self.crf, self.preset = runtime, cfg, int(crf), str(preset)
 
-    def render(self, row: dict[str, Any], work: Path) -> dict[str, Any]:
+    def render(self, row: dict[str, Any], work: Path, memory_cache: Path) -> dict[str, Any]:
         track = FaceTrack.load(row["footage_track"])
         rate = str(row["source_rate"])
         fps = float(Fraction(rate))
         n_out = max(1, int(round(float(row["audio_duration_s"]) * fps)))
+        choice = choose_mouth(row, self.cfg, memory_cache)
         with np.load(row["motion_path"]) as motion:
-            gain = self.lip_gain(row)
-            lips = gain * (lips_at(motion["alpha_lip"], n_out, fps) - motion["alpha_lip_rest"])
+            deltas = lips_at(motion["alpha_lip"], n_out, fps) - motion["alpha_lip_rest"]
+        gain = self.lip_gain(row) if choice.mode == "model" else None
+        lips = deltas * (gain or 0.0)
         width, height = track.width // 2 * 2, track.height // 2 * 2
-        refs = shot_references(track)
-        ref_frames = read_frames(row["source_video"], rate, set(refs.values()))
+        refs = shot_references(track) if choice.mode == "model" else {}  # the model's rested mouths
+        ref_frames = read_frames(row["source_video"], rate, set(refs.values())) if refs else {}
         plan = DubPlan(track, footage_index(len(track), n_out, str(self.cfg.extend)), lips,
                        {shot: (ref_frames[i][:height, :width], track.landmarks[i]) for shot, i in refs.items()},
                        np.zeros(n_out, bool))
+        mouth = None
+        if choice.mode == "memory":
+            mouth = plan_recall(row, self.runtime, self.cfg, choice.memory, track, plan.index, deltas, fps, work)
         path = work / "video.mp4"
         pending: list[tuple[int, np.ndarray]] = []
         try:
             with FfmpegWriter(path, width, height, fps=rate, crf=self.crf, preset=self.preset) as writer:
                 for j, frame in enumerate(frames_in_order(row["source_video"], rate, plan.index, work)):
                     frame = frame[:height, :width]
+                    if track.usable[plan.index[j]] and mouth is not None:
+                        writer.write(mouth.paint(j, frame))
+                        plan.dubbed[j] = True
+                        continue
                     if track.usable[plan.index[j]]:
                         pending.append((j, frame))
                         if len(pending) >= int(self.cfg.batch_size):
@@ -153,7 +163,7 @@ class DubRenderer:
         np.savez(work / "dub_frames.npz", footage_index=plan.index, dubbed=dubbed)
         return {"video_path": str(path), "frames": int(writer.frames), "frames_dubbed": int(dubbed.sum()),
                 "frames_passed_through": int(n_out - dubbed.sum()), "dub_extend": str(self.cfg.extend),
-                "dub_frames": str(work / "dub_frames.npz"), "dub_lip_gain": gain}
+                "dub_frames": str(work / "dub_frames.npz"), "dub_lip_gain": gain, **choice.columns()}
 
     def lip_gain(self, row: dict[str, Any]) -> float:
         """``dub.lip_gain``, or (auto) 0.5 with weights fitted to the presenter, else 1.0."""
