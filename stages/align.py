@@ -42,6 +42,7 @@ from stages.config import PipelineConfig
 from stages.ingest import work_dir_of
 from stages.media.av import MediaError, decode_audio
 from stages.speech import filled
+from stages.transcript.pocketsphinx_align import pcm16
 from stages.transcript.script_text import (
     normalise_words,
     script_variants,
@@ -203,7 +204,7 @@ class AlignStage(Stage):
             return normalise_words(transcript), span
         if not self.cfg.asr_check:
             return None, None
-        return self.pocketsphinx.recognise(_pcm16(audio)), None
+        return self.pocketsphinx.recognise(pcm16(audio)), None
 
     def _align(self, tokens: list, audio: np.ndarray, hyp: list[str] | None,
                span: tuple[float, float] | None) -> dict[str, Any]:
@@ -216,7 +217,7 @@ class AlignStage(Stage):
             aligned = [c is not None and c >= thr and t is not None for c, t in zip(conf, times)]
             phones, note = None, None
         else:
-            res = self.pocketsphinx.align(_pcm16(audio), words)
+            res = self.pocketsphinx.align(pcm16(audio), words)
             thr = self.cfg.pocketsphinx_min_word_confidence
             times, phones = res.times, res.phones
             aligned = [c is not None and c >= thr for c in res.confidence]
@@ -226,14 +227,3 @@ class AlignStage(Stage):
                 "aligned": aligned, "phones": phones, "hyp": hyp, "note": note,
                 "share": sum(aligned) / len(words),
                 "wer": None if hyp is None else word_error_rate(words, hyp)}
-
-
-#: RMS of the fixed-seed noise added before pocketsphinx decodes (about -66 dBFS): stretches of
-#: digital silence (TTS output, edited audio) otherwise give degenerate log-spectra on which the
-#: silence model fails and alignment finds no path.
-DITHER_RMS = 0.0005
-
-
-def _pcm16(audio: np.ndarray) -> bytes:
-    noise = np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32) * DITHER_RMS
-    return (np.clip(audio + noise, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()

@@ -181,6 +181,9 @@ class PresenterMemoryConfig:
     w_sharp: float = 0.3
     crossfade: int = 3  # output frames over which a jump in the memory is cross-faded
     pause_s: float = 0.3  # silences at least this long hold a closed mouth
+    # without an aligned script, close the lips on the P/B/M that pocketsphinx hears in the new
+    # speech (English; stages/transcript/heard_phones.py)
+    hear_phones: bool = True
 
 
 @dataclass

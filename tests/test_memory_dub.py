@@ -27,7 +27,7 @@ def _ffmpeg(*args: str) -> None:
 @pytest.fixture(scope="module")
 def dubbed(tmp_path_factory):
     """Kitchen footage (7 s, 540x960) dubbed with 2.4 s of its new speech, a 1.6 s pause, 2.4 s
-    more; and a still of that footage (the mouth never moves) dubbed with the same speech."""
+    more; and a still of that footage (the mouth never moves) dubbed with 1.2 s of it."""
     if not (REAL / "presenter_kitchen.mp4").is_file():
         pytest.skip("../shared/real is not here")
     from pipeline.cli import main
@@ -42,8 +42,9 @@ def dubbed(tmp_path_factory):
     a, b = wave[int(1.0 * sr):int(3.4 * sr)], wave[int(5.0 * sr):int(7.4 * sr)]
     pause = (len(a) / sr, len(a) / sr + 1.6)
     sf.write(d / "speech.wav", np.concatenate([a, np.zeros(int(1.6 * sr), np.float32), b]), sr)
+    sf.write(d / "short.wav", a[: int(1.2 * sr)], sr)  # the model's fallback renders every frame: keep it short
     rows = [{"clip_id": "memory", "source_video": "kitchen.mp4", "audio": "speech.wav"},
-            {"clip_id": "still", "source_video": "still.mp4", "audio": "speech.wav"}]
+            {"clip_id": "still", "source_video": "still.mp4", "audio": "short.wav"}]
     pd.DataFrame(rows).to_csv(d / "m.csv", index=False)
     main(["run", str(d / "m.csv"), "--out", str(d / "out"), *QUICK])
     res = pd.read_parquet(d / "out" / "results.parquet").set_index("clip_id")
@@ -55,7 +56,7 @@ def _openings(video: Path, track_path: str, index: np.ndarray) -> tuple[np.ndarr
     box of the footage frame shown) and the grey mouth box."""
     import cv2
 
-    from fixtalk.measure.faces import box_from_landmarks, landmarks_in_box
+    from fixtalk.measure.faces import box_from_landmarks, fit_landmarks
     from stages.face.mouth_shape import mouth_box, mouth_shape
     from stages.face.track import FaceTrack
     from stages.media.av import iter_video_frames
@@ -65,7 +66,7 @@ def _openings(video: Path, track_path: str, index: np.ndarray) -> tuple[np.ndarr
     for chunk in iter_video_frames(video):
         for frame in chunk:
             lm = track.landmarks[int(index[min(j, len(index) - 1)])]
-            own = landmarks_in_box(frame, box_from_landmarks(lm))
+            own = fit_landmarks(frame, box_from_landmarks(lm), refits=1)
             opens.append(mouth_shape(own)[0])
             x0, y0, x1, y1 = mouth_box(lm)
             boxes.append(cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float32))
@@ -173,6 +174,9 @@ def test_in_a_pause_the_mouth_holds_still_and_detours_are_removed():
     path2 = np.array([0, 1, 2, 3, 15, 5, 6, 7, 8, 9])  # a one-frame visit to the other run
     clean = without_detours(path2, mem2)
     assert clean.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    closure = np.zeros(10, bool)
+    closure[4] = True  # a P/B/M: a short visit to a closed mouth is what it asks for
+    assert without_detours(path2, mem2, closure).tolist() == path2.tolist()
     jump = np.array([0, 1, 2, 3, 12, 13, 14, 15, 16, 17])
     fades = crossfades(jump, mem2, 3)
     assert [len(f) for f in fades] == [1, 1, 1, 1, 2, 2, 2, 1, 1, 1]
@@ -227,3 +231,24 @@ print(len(mem))
     assert len(a) == len(b) > 40
     assert np.array_equal(np.asarray(a.patches), np.asarray(b.patches))
     assert np.allclose(a.shapes, b.shapes) and np.array_equal(a.frames, b.frames)
+
+
+def test_targets_take_the_presenters_range_and_close_on_pbm_and_in_pauses():
+    from fixtalk.measure.phone_sync import Phone
+    from stages.rendering.mouth_targets import mouth_targets
+
+    rng = np.random.default_rng(0)
+    wide = _mem(rng.uniform(0.0, 0.3, 400))  # a presenter who opens wide
+    fps, n = 25.0, 100
+    predicted = np.stack([0.02 * np.abs(np.sin(np.arange(n) / 3.0)), np.full(n, 0.5), np.full(n, 0.3)], 1)
+    samples = (0.3 * rng.standard_normal(n * 640)).astype(np.float32)
+    samples[40 * 640:60 * 640] = 0.0  # 0.8 s of silence
+    phones = [Phone("M", 1.0, 1.08)]  # frames 25-27
+    t = mouth_targets(wide, predicted.astype(np.float32), 0.9, samples, fps, 0.3, phones)
+    speech = ~t.closed
+    # the network's small motion is stretched to this presenter's own range, in its own timing
+    assert t.shapes[speech, 0].max() > 0.25 and t.shapes[speech, 0].std() > 0.06
+    assert np.corrcoef(t.shapes[speech, 0], predicted[speech, 0])[0, 1] > 0.95
+    assert t.pause[45:55].all() and not t.pause[:35].any()
+    rest = np.percentile(wide.shapes[:, 0], 10)
+    assert (t.shapes[t.closed, 0] <= rest).all() and t.closed[25:27].all()

@@ -136,9 +136,10 @@ class DubRenderer:
         plan = DubPlan(track, footage_index(len(track), n_out, str(self.cfg.extend)), lips,
                        {shot: (ref_frames[i][:height, :width], track.landmarks[i]) for shot, i in refs.items()},
                        np.zeros(n_out, bool))
-        mouth = None
+        mouth, recall_info = None, {}
         if choice.mode == "memory":
-            mouth = plan_recall(row, self.runtime, self.cfg, choice.memory, track, plan.index, deltas, fps, work)
+            mouth, recall_info = plan_recall(row, self.runtime, self.cfg, choice.memory, track, plan.index,
+                                             deltas, fps, work)
         path = work / "video.mp4"
         pending: list[tuple[int, np.ndarray]] = []
         try:
@@ -163,7 +164,7 @@ class DubRenderer:
         np.savez(work / "dub_frames.npz", footage_index=plan.index, dubbed=dubbed)
         return {"video_path": str(path), "frames": int(writer.frames), "frames_dubbed": int(dubbed.sum()),
                 "frames_passed_through": int(n_out - dubbed.sum()), "dub_extend": str(self.cfg.extend),
-                "dub_frames": str(work / "dub_frames.npz"), "dub_lip_gain": gain, **choice.columns()}
+                "dub_frames": str(work / "dub_frames.npz"), "dub_lip_gain": gain, **choice.columns(), **recall_info}
 
     def lip_gain(self, row: dict[str, Any]) -> float:
         """``dub.lip_gain``, or (auto) 0.5 with weights fitted to the presenter, else 1.0."""

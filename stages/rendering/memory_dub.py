@@ -35,7 +35,7 @@ from stages.face.track import FaceTrack
 from stages.media.av import decode_audio
 from stages.rendering.mouth_targets import mouth_targets, speech_shapes
 from stages.rendering.presenter_memory import PresenterMemory
-from stages.rendering.recall import crossfades, recall_path, without_detours
+from stages.rendering.recall import continues, crossfades, recall_path, without_detours
 
 #: weight of a new colour fit in the running colour match (the rest is the previous frames')
 COLOUR_MOMENTUM = 0.25
@@ -103,19 +103,43 @@ class MemoryMouth:
 
 
 def plan_recall(row: dict[str, Any], runtime: Any, cfg: Any, memory: PresenterMemory, track: FaceTrack,
-                index: np.ndarray, deltas: np.ndarray, fps: float, work: Path) -> MemoryMouth:
-    """Targets, the recall path and its cross-fades for a dub row; saved to ``recall.npz``."""
+                index: np.ndarray, deltas: np.ndarray, fps: float, work: Path) -> tuple[MemoryMouth, dict]:
+    """(the painter, figures for the results) of a dub row: targets, the recall path and its
+    cross-fades, saved to ``recall.npz``."""
     crop, crop_lm = memory.reference_crop()
     predicted, r2 = speech_shapes(runtime.renderer, crop, crop_lm, deltas)
-    phones = read_phones(row["words_json"]) if row.get("words_json") and Path(str(row["words_json"])).is_file() else []
-    targets = mouth_targets(memory, predicted, r2, row_audio(row), fps, float(cfg.memory.pause_s), phones)
+    samples = row_audio(row)
+    phones, source = speech_phones(row, samples, bool(cfg.memory.hear_phones))
+    targets = mouth_targets(memory, predicted, r2, samples, fps, float(cfg.memory.pause_s), phones)
     poses = np.stack([head_pose(track.landmarks[int(i)]) if track.usable[int(i)] else np.zeros(3, np.float32)
                       for i in index])
-    path = without_detours(recall_path(memory, targets.shapes, poses, targets.pause, cfg.memory), memory)
+    path = without_detours(recall_path(memory, targets.shapes, poses, targets.pause, cfg.memory), memory,
+                           targets.closed)
     np.savez(work / "recall.npz", path=path, memory_frames=memory.frames[path], targets=targets.shapes,
              pause=targets.pause, predicted=predicted, calibration_r2=r2)
-    return MemoryMouth(memory, track, index, crossfades(path, memory, int(cfg.memory.crossfade)),
-                       float(cfg.feather))
+    jumps = int(sum(not continues(memory, int(a), int(b)) for a, b in zip(path[:-1], path[1:])))
+    info = {"dub_phones": source, "dub_bilabials": sum(p.viseme == "PBM" for p in phones),
+            "recall_jumps_per_s": round(jumps * fps / max(1, len(path)), 3), "recall_calibration_r2": round(r2, 3)}
+    fades = crossfades(path, memory, int(cfg.memory.crossfade), targets.pause)
+    mouth = MemoryMouth(memory, track, index, fades, float(cfg.feather))
+    return mouth, info
+
+
+def speech_phones(row: dict[str, Any], samples: np.ndarray, hear: bool) -> tuple[list, str]:
+    """(phones of the new speech, where they came from): the align stage's ``words.json`` when the
+    row's script was aligned ("script"); else, with ``dub.memory.hear_phones``, the phones of the
+    words pocketsphinx hears ("heard", :mod:`stages.transcript.heard_phones`); else none."""
+    words_json = row.get("words_json")
+    if words_json and Path(str(words_json)).is_file():
+        phones = read_phones(words_json)
+        if phones:
+            return phones, "script"
+    if hear:
+        from stages.transcript.heard_phones import heard_phones
+
+        _, phones = heard_phones(samples)
+        return phones, "heard" if phones else "none"
+    return [], "none"
 
 
 class MouthChoice:

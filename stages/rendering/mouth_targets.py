@@ -36,10 +36,12 @@ MEASURE_SCALE = 2
 
 @dataclass
 class MouthTargets:
-    """Per output frame: ``shapes`` (n, 3) to recall and ``pause`` (n,) silences held still."""
+    """Per output frame: ``shapes`` (n, 3) to recall, ``pause`` (n,) silences held still and
+    ``closed`` (n,) frames whose lips must meet (pauses and P/B/M)."""
 
     shapes: np.ndarray
     pause: np.ndarray
+    closed: np.ndarray
     calibration_r2: float
 
 
@@ -125,7 +127,7 @@ def mouth_targets(memory: PresenterMemory, predicted: np.ndarray, r2: float, sam
     rest = rest_shape(memory)
     closed = pause | bilabial_frames(phones, n, fps)
     shapes[closed] = rest
-    return MouthTargets(shapes, pause, float(r2))
+    return MouthTargets(shapes, pause, closed, float(r2))
 
 
 def rest_shape(memory: PresenterMemory) -> np.ndarray:

@@ -10,7 +10,8 @@ its own resolution. For each usable frame t of the face track (:mod:`stages.face
   one size for the whole memory centred on the mouth;
 * ``rigid[k]``: the track's smoothed 68 landmarks in patch pixels (their rigid points place the
   patch on another frame); ``lips[k]``: the lips refitted on this frame alone (unsmoothed, so the
-  descriptor sees fast closures);
+  descriptor sees fast closures; averaged over jittered boxes, :func:`fixtalk.measure.faces.fit_landmarks`,
+  since a single dlib fit reads slightly parted lips over teeth as closed one time in a few);
 * ``canonical[k]``: the frame -> canonical-face similarity (the track's crop transform scaled to
   the footage's median face size), the frame the descriptors live in;
 * ``shapes[k]`` (opening, width, rounding), ``teeth[k]``, ``pose[k]`` (yaw, pitch, roll
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from fixtalk.measure.faces import box_from_landmarks, landmarks_in_box
+from fixtalk.measure.faces import box_from_landmarks, fit_landmarks
 from fixtalk.measure.speech_pauses import speech_activity
 from stages.face.mouth_shape import head_pose, inter_ocular, mouth_shape, sharpness, teeth_share
 from stages.face.track import FaceTrack, usable_runs
@@ -45,7 +46,7 @@ from stages.face.alignment import transform_points, warp_to_crop
 from stages.media.footage import content_hash, footage_frames, reference_frame
 from stages.media.locks import file_lock
 
-MEMORY_VERSION = 2
+MEMORY_VERSION = 3
 CHECKPOINT_EVERY = 200
 #: patch box around the mouth centre, in inter-ocular distances: half width, above, below
 BOX_HALF_WIDTH, BOX_ABOVE, BOX_BELOW = 1.15, 0.95, 1.45
@@ -215,7 +216,7 @@ class MemoryBuilder:
 
     def _index(self, frame: np.ndarray, t: int, k: int, arrays: dict[str, np.ndarray]) -> np.ndarray:
         smooth = self.track.landmarks[t]
-        own = landmarks_in_box(frame, box_from_landmarks(smooth))
+        own = fit_landmarks(frame, box_from_landmarks(smooth), refits=1, jitter=True)
         origin = patch_origin(smooth, self.size)
         arrays["shapes"][k] = mouth_shape(own)
         arrays["teeth"][k] = teeth_share(frame, own)

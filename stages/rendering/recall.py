@@ -132,46 +132,51 @@ def _transitions(memory: PresenterMemory, prev: np.ndarray, new: np.ndarray, suc
     return out
 
 
-def _continues(memory: PresenterMemory, a: int, b: int) -> bool:
+def continues(memory: PresenterMemory, a: int, b: int) -> bool:
     """Output frames showing memory frames a then b are continuous (a hold or the next frame)."""
     return b == a or (b == a + 1 and b < len(memory) and memory.run[a] == memory.run[b])
 
 
-def without_detours(path: np.ndarray, memory: PresenterMemory, min_run: int = MIN_RUN) -> np.ndarray:
+def without_detours(path: np.ndarray, memory: PresenterMemory, keep: np.ndarray | None = None,
+                    min_run: int = MIN_RUN) -> np.ndarray:
     """``path`` with every stretch shorter than ``min_run`` between two jumps replaced by the
-    previous stretch played on (held at the end of its run)."""
+    previous stretch played on (held at the end of its run), unless it covers a frame of ``keep``
+    (a P/B/M closure is short by nature)."""
     out = np.array(path, np.int64)
+    keep = np.zeros(len(out), bool) if keep is None else np.asarray(keep, bool)
     j = 1
     while j < len(out):
-        if _continues(memory, int(out[j - 1]), int(out[j])):
+        if continues(memory, int(out[j - 1]), int(out[j])):
             j += 1
             continue
         end = j + 1
-        while end < len(out) and _continues(memory, int(out[end - 1]), int(out[end])):
+        while end < len(out) and continues(memory, int(out[end - 1]), int(out[end])):
             end += 1
-        if end - j < min_run and end < len(out):
+        if end - j < min_run and end < len(out) and not keep[j:end].any():
             for k in range(j, end):
                 prev = int(out[k - 1])
-                out[k] = prev + 1 if _continues(memory, prev, prev + 1) and prev + 1 < len(memory) else prev
+                out[k] = prev + 1 if prev + 1 < len(memory) and continues(memory, prev, prev + 1) else prev
         j = end
     return out
 
 
-def crossfades(path: np.ndarray, memory: PresenterMemory, frames: int) -> list[list[tuple[int, float]]]:
+def crossfades(path: np.ndarray, memory: PresenterMemory, frames: int, pause: np.ndarray | None = None
+               ) -> list[list[tuple[int, float]]]:
     """Per output frame, the memory frames shown and their weights: the path, with each jump
     (not a continuation or a hold) faded over ``frames`` output frames from the old run (played
-    on) into the new one."""
+    on in speech, held in a ``pause``, where a mouth must not start a new word) into the new one."""
     out = [[(int(m), 1.0)] for m in path]
     total = len(memory)
+    pause = np.zeros(len(path), bool) if pause is None else np.asarray(pause, bool)
     for j in range(1, len(path)):
         a, b = int(path[j - 1]), int(path[j])
-        if _continues(memory, a, b):
+        if continues(memory, a, b):
             continue
         old = a
         for c in range(frames):
             if j + c >= len(path):
                 break
-            if old + 1 < total and memory.run[old + 1] == memory.run[old]:
+            if not pause[j + c] and old + 1 < total and memory.run[old + 1] == memory.run[old]:
                 old += 1
             w = (c + 1) / (frames + 1)
             out[j + c] = [(old, 1.0 - w)] + [(m, wm * w) for m, wm in out[j + c]]

@@ -25,6 +25,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+import numpy as np
+
 FRAME_SECONDS = 0.01
 
 #: Pruning of the free-recognition search: at most 3000 active HMMs and 5 word exits per frame
@@ -188,3 +190,15 @@ class PocketsphinxAligner:
         if hyp is None:
             return []
         return [_ALT.sub("", w) for w in hyp.hypstr.split() if not w.startswith(("<", "["))]
+
+
+#: RMS of the fixed-seed noise added before pocketsphinx decodes (about -66 dBFS): stretches of
+#: digital silence (TTS output, edited audio) otherwise give degenerate log-spectra on which the
+#: silence model fails and alignment finds no path.
+DITHER_RMS = 0.0005
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    """float32 mono 16 kHz samples -> dithered 16-bit PCM for pocketsphinx."""
+    noise = np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32) * DITHER_RMS
+    return (np.clip(audio + noise, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
