@@ -5,25 +5,28 @@ the presenter memory indexes its frames by and the recall matches targets agains
 All lengths are over the inter-ocular distance (eye centres, points 36-41 and 42-47), so a face's
 size in the frame does not matter:
 
-* ``opening``: inner-lip gap, the mean of |61-67|, |62-66|, |63-65| (the measure QC and the
-  shared measurements use: a real mouth in speech has a std of about 0.06-0.09 of it);
+* ``opening``: inner-lip gap, the mean of |61-67|, |62-66|, |63-65|
+  (:func:`fixtalk.measure.mouth_quality.lip_gap`, the measure QC and the benchmark judge a dub
+  by: a real mouth in speech has a std of about 0.06-0.09 of it);
 * ``width``: mouth-corner distance |48-54|;
 * ``rounding``: outer-lip height (|51-57|) over outer-lip width: high for a rounded, protruded
   mouth (/o/, /u/, /w/), low for a spread one (/i/, a smile);
 * ``teeth``: share of the inner-mouth polygon (60-67) that is bright and unsaturated against the
   lower face's own skin (teeth show on open vowels and in a smile);
-* ``sharpness``: variance of the Laplacian of the grey mouth box (lips plus a margin), at the
-  footage's own resolution scaled to a fixed inter-ocular distance so faces of any size compare.
+* ``sharpness``: variance of the Laplacian of the grey mouth patch in the canonical face frame
+  (:func:`fixtalk.measure.mouth_quality.mouth_patch`, 64 px per eye distance), as QC measures it.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from fixtalk.measure.mouth_quality import MouthBox, laplacian_variance, lip_gap, mouth_patch
+
 #: descriptor columns, in order
 SHAPE_FIELDS = ("opening", "width", "rounding")
-#: inter-ocular distance (px) the mouth box is scaled to before its sharpness is measured
-SHARPNESS_IOD = 64.0
+#: the mouth patch whose detail is scored, in eye distances about the eyes' midpoint
+SHARPNESS_BOX = MouthBox(-0.75, 0.55, 0.75, 1.45)
 
 
 def inter_ocular(landmarks: np.ndarray) -> float:
@@ -35,11 +38,9 @@ def inter_ocular(landmarks: np.ndarray) -> float:
 def mouth_shape(landmarks: np.ndarray) -> np.ndarray:
     """(opening, width, rounding) of one face (see the module docstring)."""
     pts = np.asarray(landmarks, np.float64)
-    iod = inter_ocular(pts)
-    gap = np.mean([np.linalg.norm(pts[61 + i] - pts[67 - i]) for i in range(3)])
     width = np.linalg.norm(pts[54] - pts[48])
     height = np.linalg.norm(pts[57] - pts[51])
-    return np.array([gap / iod, width / iod, height / (width + 1e-6)], np.float32)
+    return np.array([lip_gap(pts), width / inter_ocular(pts), height / (width + 1e-6)], np.float32)
 
 
 def mouth_box(landmarks: np.ndarray, margin: float = 0.25) -> tuple[int, int, int, int]:
@@ -51,22 +52,9 @@ def mouth_box(landmarks: np.ndarray, margin: float = 0.25) -> tuple[int, int, in
     return int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1))
 
 
-def _cut(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = box
-    return image[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
-
-
 def sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey mouth box, scaled to ``SHARPNESS_IOD`` (detail)."""
-    patch = _cut(image, mouth_box(landmarks))
-    if patch.size == 0:
-        return 0.0
-    k = SHARPNESS_IOD / inter_ocular(landmarks)
-    grey = cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_RGB2GRAY)
-    if abs(k - 1.0) > 0.05:
-        grey = cv2.resize(grey, None, fx=k, fy=k, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
-    return float(cv2.Laplacian(grey.astype(np.float32), cv2.CV_32F).var())
+    """Variance of the Laplacian of the canonical mouth patch (detail; see the module docstring)."""
+    return laplacian_variance(mouth_patch(image, landmarks, SHARPNESS_BOX))
 
 
 def teeth_share(image: np.ndarray, landmarks: np.ndarray) -> float:

@@ -46,7 +46,7 @@ from stages.face.alignment import transform_points, warp_to_crop
 from stages.media.footage import content_hash, footage_frames, reference_frame
 from stages.media.locks import file_lock
 
-MEMORY_VERSION = 3
+MEMORY_VERSION = 4
 CHECKPOINT_EVERY = 200
 #: patch box around the mouth centre, in inter-ocular distances: half width, above, below
 BOX_HALF_WIDTH, BOX_ABOVE, BOX_BELOW = 1.15, 0.95, 1.45
