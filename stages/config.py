@@ -178,9 +178,10 @@ class PresenterMemoryConfig:
     w_shape: float = 3.0  # path cost weights (stages/rendering/recall.py)
     w_pose: float = 0.3
     w_jump: float = 4.0
-    w_sharp: float = 0.3
-    crossfade: int = 3  # output frames over which a jump in the memory is cross-faded
+    w_sharp: float = 1.0
+    crossfade: int = 2  # output frames over which a jump in the memory is morphed
     pause_s: float = 0.3  # silences at least this long hold a closed mouth
+    amplitude: float = 1.3  # target opening stretched about the presenter's median (mouth_targets.py)
     # without an aligned script, close the lips on the P/B/M that pocketsphinx hears in the new
     # speech (English; stages/transcript/heard_phones.py)
     hear_phones: bool = True

@@ -11,7 +11,7 @@ For a dub row with footage track T and presenter memory M (:mod:`stages.renderin
    every jump cross-faded;
 3. **paste** (:func:`stages.face.mouth_rest.paste_lower_face`): the recalled lower face (a blend
    of two during a cross-fade) is moved onto the footage frame by the affine of the rigid
-   landmarks (upper jaw, nose, eye corners), bicubic, at the footage's resolution, colour-matched
+   landmarks (upper jaw, nose, eye corners), Lanczos-resampled, at the footage's resolution, colour-matched
    on a ring around the mask (the match smoothed over time) and feathered into the lower face,
    whose mask covers both the frame's own chin and the recalled one. No model crop is upscaled
    into the mouth: teeth and lips are the presenter's own pixels.
@@ -97,7 +97,7 @@ class MemoryMouth:
         mem = self.memory
         sources = [(np.asarray(mem.patches[k]), mem.rigid[k].astype(np.float64), w) for k, w in self.fades[j]]
         out, _, _ = paste_lower_face(frame, self.track.landmarks[i], self.track.matrices[i], sources,
-                                     self.track.size, self.feather, interpolation=cv2.INTER_CUBIC,
+                                     self.track.size, self.feather, interpolation=cv2.INTER_LANCZOS4,
                                      colour=self.colour, cover=True)
         return out
 
@@ -110,7 +110,8 @@ def plan_recall(row: dict[str, Any], runtime: Any, cfg: Any, memory: PresenterMe
     predicted, r2 = speech_shapes(runtime.renderer, crop, crop_lm, deltas)
     samples = row_audio(row)
     phones, source = speech_phones(row, samples, bool(cfg.memory.hear_phones))
-    targets = mouth_targets(memory, predicted, r2, samples, fps, float(cfg.memory.pause_s), phones)
+    targets = mouth_targets(memory, predicted, r2, samples, fps, float(cfg.memory.pause_s), phones,
+                            float(cfg.memory.amplitude))
     poses = np.stack([head_pose(track.landmarks[int(i)]) if track.usable[int(i)] else np.zeros(3, np.float32)
                       for i in index])
     path = without_detours(recall_path(memory, targets.shapes, poses, targets.pause, cfg.memory), memory,
