@@ -64,11 +64,12 @@ def rest_mouth(frame: np.ndarray, landmarks: np.ndarray, matrix: np.ndarray, ref
 
 def paste_lower_face(frame: np.ndarray, landmarks: np.ndarray, matrix: np.ndarray,
                      sources: list[tuple[np.ndarray, np.ndarray, float]], size: int, feather: float,
-                     interpolation: int = cv2.INTER_LINEAR, colour=None, cover: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+                     interpolation: int = cv2.INTER_LINEAR, colour=None, cover: bool = False,
+                     match=fit_colour) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """``frame`` with the lower face of the weighted ``sources`` (image, its 68 landmarks, weight)
     moved onto it by the rigid affine of their landmarks, blended, colour-matched on a ring
-    around the mask and feathered in. ``colour`` (callable (gain, offset) -> (gain, offset)) may
+    around the mask (``match``: :func:`stages.media.paste.fit_colour` or ``ratio_colour``) and
+    feathered in. ``colour`` (callable (gain, offset) -> (gain, offset)) may
     smooth the colour match over time; ``cover`` widens the mask to the first source's moved
     face. Returns (frame, mask in crop pixels, the (gain, offset) applied)."""
     affines = [rigid_affine(lm, landmarks) for _, lm, _ in sources]
@@ -95,7 +96,7 @@ def paste_lower_face(frame: np.ndarray, landmarks: np.ndarray, matrix: np.ndarra
         moved = sum(float(w) * layer.astype(np.float32) for (_, _, w), layer in zip(sources, layers))
     target = frame[y0:y1, x0:x1]
     ring = cv2.dilate((mask > 0.02).astype(np.uint8), np.ones((grow, grow), np.uint8)) - (mask > 0.02)
-    gain, offset = fit_colour(moved, target, ring.astype(np.float32), gain_range=(0.85, 1.18))
+    gain, offset = match(moved, target, ring.astype(np.float32), gain_range=(0.85, 1.18))
     if colour is not None:
         gain, offset = colour(gain, offset)
     matched = moved * gain + offset

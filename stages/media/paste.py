@@ -85,6 +85,20 @@ def fit_colour(generated: np.ndarray, target: np.ndarray, weight: np.ndarray,
     return gain.astype(np.float32), offset.astype(np.float32)
 
 
+def ratio_colour(generated: np.ndarray, target: np.ndarray, weight: np.ndarray,
+                 gain_range: tuple[float, float] = (0.7, 1.4)) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (gain, 0) with gain = mean(target) / mean(generated) over the pixels where
+    ``weight`` > 0.5: a change of light between two frames of one footage. Unlike the least-squares
+    slope of :func:`fit_colour`, which two different frames' unregistered texture drags towards 0
+    (regression dilution: 0.86 between two kitchen frames 0.8 s apart, 26 % of the mouth's detail
+    lost), it keeps the pasted mouth's contrast."""
+    keep = weight > 0.5
+    if keep.sum() < 16:
+        return np.ones(3, np.float32), np.zeros(3, np.float32)
+    gain = target[keep].astype(np.float64).mean(0) / np.maximum(generated[keep].astype(np.float64).mean(0), 1.0)
+    return np.clip(gain, *gain_range).astype(np.float32), np.zeros(3, np.float32)
+
+
 class LowerFaceComposite:
     """Crop-space change layers for the ``mouth`` region (see the module docstring).
 

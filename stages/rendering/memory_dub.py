@@ -12,7 +12,8 @@ For a dub row with footage track T and presenter memory M (:mod:`stages.renderin
 3. **paste** (:func:`stages.face.mouth_rest.paste_lower_face`): the recalled lower face (a blend
    of two during a cross-fade) is moved onto the footage frame by the affine of the rigid
    landmarks (upper jaw, nose, eye corners), Lanczos-resampled, at the footage's resolution, colour-matched
-   on a ring around the mask (the match smoothed over time) and feathered into the lower face,
+   on a ring around the mask by a per-channel gain (mean ratio, smoothed over time: a least-squares
+   fit between two frames' unregistered texture flattens the mouth's contrast) and feathered into the lower face,
    whose mask covers both the frame's own chin and the recalled one. No model crop is upscaled
    into the mouth: teeth and lips are the presenter's own pixels.
 
@@ -32,6 +33,7 @@ from fixtalk.measure.phone_sync import read_phones
 from stages.face.mouth_rest import paste_lower_face
 from stages.face.mouth_shape import head_pose
 from stages.face.track import FaceTrack
+from stages.media.paste import ratio_colour
 from stages.media.av import decode_audio
 from stages.rendering.mouth_targets import mouth_targets, speech_shapes
 from stages.rendering.presenter_memory import PresenterMemory
@@ -98,7 +100,7 @@ class MemoryMouth:
         sources = [(np.asarray(mem.patches[k]), mem.rigid[k].astype(np.float64), w) for k, w in self.fades[j]]
         out, _, _ = paste_lower_face(frame, self.track.landmarks[i], self.track.matrices[i], sources,
                                      self.track.size, self.feather, interpolation=cv2.INTER_LANCZOS4,
-                                     colour=self.colour, cover=True)
+                                     colour=self.colour, cover=True, match=ratio_colour)
         return out
 
 
