@@ -50,6 +50,8 @@ METRICS = {
     "dubbed_fraction": ("Part of the footage could not be dubbed (face lost, too small or "
                         "turned away)", "dubbed share"),
     "outside_psnr_min": ("The picture outside the mouth changed", "match outside the mouth, dB"),
+    "mouth_motion_ratio": ("The dubbed mouth moves much less than the presenter's own",
+                           "share of the footage's mouth movement"),
 }
 #: Metrics whose QC note repeats the phrase in :data:`METRICS`: the phrase is used.
 OWN_WORDS = {"dubbed_fraction", "outside_psnr_min"}

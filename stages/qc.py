@@ -102,7 +102,7 @@ class QCStage(Stage):
 
         expected_fps = float(self.config.ingest.fps)
         if row.get("dub_frames") and Path(str(row["dub_frames"])).is_file():
-            metrics.update(dub_metrics(row, clip, qc_dir, float(self.config.dub.feather)))
+            metrics.update(dub_metrics(row, clip, qc_dir, float(self.config.dub.feather), samples))
             expected_fps = float(Fraction(str(row["source_rate"])))
         lufs_target = self.cfg.lufs_target if self.cfg.lufs_target is not None \
             else self.config.mux.loudness_lufs

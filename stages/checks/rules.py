@@ -87,11 +87,19 @@ def judge(m: dict[str, Any], cfg: QCConfig, *, fps: float, lufs_target: float | 
 
 
 def _dub(v: Verdict, m: dict[str, Any], cfg: QCConfig) -> None:
-    """Dubs (stages/checks/dub_qc.py): frames passed through undubbed, the picture outside the mouth."""
+    """Dubs (stages/checks/dub_qc.py): frames passed through undubbed, the picture outside the
+    mouth, a mouth that moves much less than the presenter's own in the footage."""
     v.below(m, "dubbed_fraction", cfg.min_dubbed_fraction, "warn", "dub",
             " (frames whose face was lost, too small or turned away are left as they were)")
     v.below(m, "outside_psnr_min", cfg.outside_psnr_warn, "warn", "dub",
             " (the picture outside the mouth changed)")
+    ratio, own = m.get("mouth_motion_ratio"), m.get("footage_mouth_open_std")
+    if _finite(ratio) and _finite(own):
+        v.below(m, "mouth_motion_ratio", cfg.mouth_motion_ratio_warn, "warn", "dub",
+                f" (in speech the dubbed mouth opens and closes {ratio:.2f} x as much as the "
+                f"presenter's own mouth in the footage: inner-lip gap std {own * ratio:.3f} against "
+                f"{own:.3f} of the eye distance - dub with dub.mouth=memory, the presenter's own "
+                "mouths, or a larger dub.lip_gain)")
 
 
 def _script(v: Verdict, m: dict[str, Any], cfg: QCConfig, *, wer_trusted: bool) -> None:
