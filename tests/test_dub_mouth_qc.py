@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
+from tests.nets_common import SHARED
+
+REAL = SHARED / "real"  # ../shared/real beside the checkout (FIXTALK_SHARED overrides)
 KITCHEN = REAL / "presenter_kitchen.mp4"
 
 

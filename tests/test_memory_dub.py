@@ -12,10 +12,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.nets_common import SHARED
 import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
+REAL = SHARED / "real"  # ../shared/real beside the checkout (FIXTALK_SHARED overrides)
 QUICK = ["--set", "adapt.enabled=false", "--set", "align.enabled=false", "--set", "run.engine=local",
          "--set", "provenance.enabled=false"]
 
