@@ -148,15 +148,17 @@ def speech_phones(row: dict[str, Any], samples: np.ndarray, hear: bool) -> tuple
 class MouthChoice:
     """Where a dub row's mouth comes from: ``mode`` (memory | model), why, and the memory."""
 
-    def __init__(self, mode: str, reason: str, folder: Path | None = None, memory: PresenterMemory | None = None):
+    def __init__(self, mode: str, reason: str, folder: Path | None = None, memory: PresenterMemory | None = None,
+                 open_margin: float = 0.08):
         self.mode, self.reason, self.folder, self.memory = mode, reason, folder, memory
+        self.open_margin = float(open_margin)
 
     def columns(self) -> dict[str, Any]:
         mem = self.memory
         return {"dub_mouth": self.mode, "dub_mouth_reason": self.reason,
                 "presenter_memory": str(self.folder) if self.folder else None,
                 "memory_frames": len(mem) if mem is not None else None,
-                "memory_open_frames": mem.open_frames(0.08) if mem is not None else None,
+                "memory_open_frames": mem.open_frames(self.open_margin) if mem is not None else None,
                 "memory_build_s": mem.meta.get("build_s") if mem is not None else None}
 
 
@@ -172,7 +174,8 @@ def choose_mouth(row: dict[str, Any], cfg: Any, cache: Path, log=lambda s: None)
                                    bool(row.get("source_has_audio")), cache, log)
     ok, why = enough_footage(memory, cfg.memory)
     if mode == "memory" and len(memory):
-        return MouthChoice("memory", f"dub.mouth=memory ({why})", folder, memory)
+        return MouthChoice("memory", f"dub.mouth=memory ({why})", folder, memory, cfg.memory.open_margin)
     if ok:
-        return MouthChoice("memory", f"auto: {why}", folder, memory)
-    return MouthChoice("model", f"auto: the model draws the mouth: {why}", folder, memory)
+        return MouthChoice("memory", f"auto: {why}", folder, memory, cfg.memory.open_margin)
+    return MouthChoice("model", f"auto: the model draws the mouth: {why}", folder, memory,
+                       cfg.memory.open_margin)
