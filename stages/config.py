@@ -158,6 +158,7 @@ class FaceTrackConfig:
 
 
 DUB_MOUTHS = ("auto", "memory", "model")
+MEMORY_RESHAPES = ("warp", "network", "none")
 
 
 @dataclass
@@ -182,6 +183,12 @@ class PresenterMemoryConfig:
     crossfade: int = 2  # output frames over which a jump in the memory is morphed
     pause_s: float = 0.3  # silences at least this long hold a closed mouth
     amplitude: float = 1.3  # target opening stretched about the presenter's median (mouth_targets.py)
+    # a recalled mouth is reshaped to its target opening by at most ``warp`` (eye distances):
+    # ``warp`` moves its jaw side at full resolution (stages/face/mouth_warp.py); ``network`` adds the
+    # generator's change for that opening, rendered on the recalled frame as its source
+    # (stages/rendering/dub.py); ``none``: shown as recalled
+    reshape: str = "warp"
+    warp: float = 0.05
     # without an aligned script, close the lips on the P/B/M that pocketsphinx hears in the new
     # speech (English; stages/transcript/heard_phones.py)
     hear_phones: bool = True
@@ -214,6 +221,10 @@ class DubConfig:
             out.append(f"dub.mouth={self.mouth!r}: expected one of {', '.join(DUB_MOUTHS)}")
         if self.memory.crossfade < 0 or self.memory.candidates < 1:
             out.append("dub.memory.crossfade must be >= 0 and dub.memory.candidates >= 1")
+        if self.memory.reshape not in MEMORY_RESHAPES:
+            out.append(f"dub.memory.reshape={self.memory.reshape!r}: expected one of {', '.join(MEMORY_RESHAPES)}")
+        if not 0 <= self.memory.warp <= 0.1:
+            out.append(f"dub.memory.warp={self.memory.warp}: expected 0 (off) to 0.1 eye distances")
         return out
 
 

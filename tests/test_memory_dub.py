@@ -131,6 +131,27 @@ def test_footage_with_a_still_mouth_falls_back_to_the_model_and_says_so(dubbed):
     assert "too little talking footage" in row.dub_mouth_reason
 
 
+def test_the_network_can_reshape_the_recalled_mouth_and_leaves_the_rest_alone(dubbed):
+    """``dub.memory.reshape=network`` (deliverable 4's alternative to the warp): the painted frame
+    is the generator's source; the run reuses the footage's memory and keeps the outside pixels."""
+    import shutil
+
+    from pipeline.cli import main
+
+    d = dubbed["dir"]
+    out = d / "out_network"
+    for part in ("_memory", "_tracks"):
+        shutil.copytree(d / "out" / "work" / part, out / "work" / part)
+    pd.DataFrame([{"clip_id": "network", "source_video": "kitchen.mp4", "audio": "short.wav"}]
+                 ).to_csv(d / "n.csv", index=False)
+    main(["run", str(d / "n.csv"), "--out", str(out), *QUICK, "--set", "dub.mouth=memory",
+          "--set", "dub.memory.reshape=network"])
+    row = pd.read_parquet(out / "results.parquet").set_index("clip_id").loc["network"]
+    assert row.status == "ok", row.error_message
+    assert row.dub_mouth == "memory" and row.memory_build_s == dubbed["res"].loc["memory"].memory_build_s
+    assert row.frames_dubbed >= 20 and row.outside_psnr_min >= 38.0  # of 30 frames
+
+
 # -- the path rules, on small memories made here ------------------------------------------------
 
 class _Mem(SimpleNamespace):
@@ -254,3 +275,36 @@ def test_targets_take_the_presenters_range_and_close_on_pbm_and_in_pauses():
     assert t.pause[45:55].all() and not t.pause[:35].any()
     rest = np.percentile(wide.shapes[:, 0], 10)
     assert (t.shapes[t.closed, 0] <= rest).all() and t.closed[25:27].all()
+
+
+def test_a_recalled_mouth_is_reshaped_to_its_target_opening(tmp_path):
+    """:func:`stages.face.mouth_warp.reshape_opening` on a real open mouth (kitchen frame): opened,
+    dlib reads a wider gap; closed, a narrower one; the eyes, nose and what lies below the chin
+    keep their pixels; and the change is bounded (no gap stretched out of a closed mouth)."""
+    if not (REAL / "presenter_kitchen.mp4").is_file():
+        pytest.skip("../shared/real is not here")
+    import fixtalk.measure.mouth_quality as mq
+    from fixtalk.measure.faces import box_from_landmarks, detect_faces, fit_landmarks
+    from stages.face.mouth_warp import opening_change, reshape_opening
+    from stages.media.av import iter_video_frames
+
+    _ffmpeg("-ss", "8.4", "-i", str(REAL / "presenter_kitchen.mp4"), "-frames:v", "1",
+            "-vf", "scale=540:960", str(tmp_path / "open.png"))
+    frame = next(iter_video_frames(str(tmp_path / "open.png")))[0]
+    face = detect_faces(frame)[0]
+    lm = fit_landmarks(frame, face.box, refits=3, jitter=True)
+    gap = lambda img: float(np.mean([mq.lip_gap(fit_landmarks(img, box_from_landmarks(lm), refits=3, jitter=True))  # noqa: E731
+                                     for _ in range(2)]))
+    before = gap(frame)
+    assert before > 0.05, f"the chosen frame should show an open mouth (gap {before:.3f})"
+    opened = reshape_opening(frame, lm, lm[48:68], 0.04)
+    closed = reshape_opening(frame, lm, lm[48:68], -0.04)
+    assert gap(opened) > before + 0.01 and gap(closed) < before - 0.01, (gap(opened), before, gap(closed))
+    top = int(lm[33, 1]) - 2  # above the nose base: untouched
+    bottom = int(lm[8, 1]) + 3  # below the chin: untouched
+    for img in (opened, closed):
+        assert np.array_equal(img[:top], frame[:top]) and np.array_equal(img[bottom:], frame[bottom:])
+    # the bounds: at most the limit, no gap out of a closed mouth, never below rest
+    assert opening_change(0.10, 0.20, 0.02, 0.03) == pytest.approx(0.03)
+    assert opening_change(0.021, 0.10, 0.02, 0.03) == pytest.approx(0.001)
+    assert opening_change(0.10, 0.0, 0.02, 0.03) == pytest.approx(-0.08)

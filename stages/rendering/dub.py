@@ -18,6 +18,11 @@ by ``dub.lip_gain`` and added to the frame's own resting lips
    (:class:`stages.media.paste.LowerFaceComposite`), through the inverse of M_i
    (:func:`stages.media.paste.add_change`): eyes, hair, background and body keep their pixels.
 
+That is ``dub.mouth=model``. With ``memory`` (:mod:`stages.rendering.memory_dub`) each usable
+frame shows the presenter's own recalled mouth instead, painted at full resolution; with
+``dub.memory.reshape=network`` the painted frame then takes step 1's place as the network's
+source, driven by the Delta alpha_lip of the opening its recalled mouth still lacks.
+
 Where the speech is silent alpha_lip is the network's resting mouth (the silence gate), so the
 mouth closes even where the footage's presenter was talking. Frames whose face is lost, too small
 or turned away are passed through unchanged and counted (``frames_passed_through``).
@@ -26,7 +31,7 @@ or turned away are passed through unchanged and counted (``frames_passed_through
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator
@@ -112,6 +117,7 @@ class DubPlan:
     lips: np.ndarray
     references: dict[int, tuple[np.ndarray, np.ndarray]]
     dubbed: np.ndarray
+    masks: dict[int, np.ndarray] = field(default_factory=dict)  # recalled frames' lower-face masks
 
 
 class DubRenderer:
@@ -147,9 +153,14 @@ class DubRenderer:
                 for j, frame in enumerate(frames_in_order(row["source_video"], rate, plan.index, work)):
                     frame = frame[:height, :width]
                     if track.usable[plan.index[j]] and mouth is not None:
-                        writer.write(mouth.paint(j, frame))
-                        plan.dubbed[j] = True
-                        continue
+                        painted = mouth.paint(j, frame)
+                        if mouth.lip_toward is None:
+                            writer.write(painted)
+                            plan.dubbed[j] = True
+                            continue
+                        frame = painted  # dub.memory.reshape=network: the network moves it on
+                        plan.lips[j] = mouth.lip_residual(j)
+                        plan.masks[j] = mouth.mask
                     if track.usable[plan.index[j]]:
                         pending.append((j, frame))
                         if len(pending) >= int(self.cfg.batch_size):
@@ -179,7 +190,11 @@ class DubRenderer:
         track, size, feather = plan.track, plan.track.size, float(self.cfg.feather)
         rows = [int(plan.index[j]) for j, _ in pending]
         rested, masks = [], []
-        for (_, frame), i in zip(pending, rows):
+        for (j, frame), i in zip(pending, rows):
+            if j in plan.masks:  # a recalled mouth: its own lower face is the source
+                rested.append(frame)
+                masks.append(plan.masks.pop(j))
+                continue
             reference, ref_lm = plan.references[int(track.shot[i])]
             closed, mask = rest_mouth(frame, track.landmarks[i], track.matrices[i], reference, ref_lm,
                                       size, feather)

@@ -9,7 +9,12 @@ For a dub row with footage track T and presenter memory M (:mod:`stages.renderin
 2. **recall** (:mod:`stages.rendering.recall`): the Viterbi path through the memory that best
    follows the targets, the pose of each footage frame and the presenter's own continuity, with
    every jump cross-faded;
-3. **paste** (:func:`stages.face.mouth_rest.paste_lower_face`): the recalled lower face (a blend
+3. **reshape** (``dub.memory.reshape``): the recalled mouth's opening is brought to the
+   target's, by at most ``dub.memory.warp`` eye distances: ``warp`` moves its jaw side at full
+   resolution (:func:`stages.face.mouth_warp.reshape_opening`); ``network`` adds the generator's
+   change for that opening, rendered with the painted frame as its own source
+   (:meth:`MemoryMouth.lip_residual`, :mod:`stages.rendering.dub`); docs/model_card.md compares them;
+4. **paste** (:func:`stages.face.mouth_rest.paste_lower_face`): the recalled lower face (a blend
    of two during a cross-fade) is moved onto the footage frame by the affine of the rigid
    landmarks (upper jaw, nose, eye corners), Lanczos-resampled, at the footage's resolution, colour-matched
    on a ring around the mask by a per-channel gain (mean ratio, smoothed over time: a least-squares
@@ -32,10 +37,11 @@ import soundfile as sf
 from fixtalk.measure.phone_sync import read_phones
 from stages.face.mouth_rest import paste_lower_face
 from stages.face.mouth_shape import head_pose
+from stages.face.mouth_warp import opening_change, reshape_opening
 from stages.face.track import FaceTrack
 from stages.media.paste import ratio_colour
 from stages.media.av import decode_audio
-from stages.rendering.mouth_targets import mouth_targets, speech_shapes
+from stages.rendering.mouth_targets import lip_direction, mouth_targets, speech_shapes
 from stages.rendering.presenter_memory import PresenterMemory
 from stages.rendering.recall import continues, crossfades, recall_path, without_detours
 
@@ -84,11 +90,15 @@ class MemoryMouth:
     """Paints recalled mouths onto a dub's footage frames (see the module docstring)."""
 
     def __init__(self, memory: PresenterMemory, track: FaceTrack, index: np.ndarray,
-                 fades: list[list[tuple[int, float]]], feather: float):
+                 fades: list[list[tuple[int, float]]], feather: float,
+                 openings: np.ndarray | None = None, warp: float = 0.0, lip_toward: np.ndarray | None = None):
         self.memory, self.track, self.index, self.fades = memory, track, index, fades
         self.feather = float(feather)
+        self.openings, self.warp, self.lip_toward = openings, float(warp), lip_toward
+        self.rest = memory.rest_opening()
         self.colour = ColourMatch()
         self.shot = None
+        self.mask: np.ndarray | None = None  # the last paint's lower-face mask, crop pixels
 
     def paint(self, j: int, frame: np.ndarray) -> np.ndarray:
         """Output frame ``j`` (footage frame ``index[j]``, usable) with its recalled mouth."""
@@ -96,12 +106,34 @@ class MemoryMouth:
         if self.shot != int(self.track.shot[i]):
             self.colour.reset()
             self.shot = int(self.track.shot[i])
-        mem = self.memory
-        sources = [(np.asarray(mem.patches[k]), mem.rigid[k].astype(np.float64), w) for k, w in self.fades[j]]
-        out, _, _ = paste_lower_face(frame, self.track.landmarks[i], self.track.matrices[i], sources,
-                                     self.track.size, self.feather, interpolation=cv2.INTER_LANCZOS4,
-                                     colour=self.colour, cover=True, match=ratio_colour)
+        reshape = self.lip_toward is None
+        sources = [(self.recalled(k, j, reshape), self.memory.rigid[k].astype(np.float64), w)
+                   for k, w in self.fades[j]]
+        out, self.mask, _ = paste_lower_face(frame, self.track.landmarks[i], self.track.matrices[i], sources,
+                                             self.track.size, self.feather, interpolation=cv2.INTER_LANCZOS4,
+                                             colour=self.colour, cover=True, match=ratio_colour)
         return out
+
+    def change(self, k: int, j: int) -> float:
+        """The opening change (eye distances) memory frame ``k`` needs to show output frame ``j``'s
+        target, within the bounds of :func:`stages.face.mouth_warp.opening_change`."""
+        if self.openings is None or self.warp <= 0:
+            return 0.0
+        return opening_change(float(self.memory.shapes[k, 0]), float(self.openings[j]), self.rest, self.warp)
+
+    def recalled(self, k: int, j: int, reshape: bool = True) -> np.ndarray:
+        """Memory frame ``k``'s lower face, reshaped (with ``reshape``) to output frame ``j``'s
+        target opening (:func:`stages.face.mouth_warp.reshape_opening`)."""
+        mem = self.memory
+        patch = np.asarray(mem.patches[k])
+        change = self.change(k, j) if reshape else 0.0
+        return reshape_opening(patch, mem.rigid[k], mem.lips[k], change) if change else patch
+
+    def lip_residual(self, j: int) -> np.ndarray:
+        """Delta alpha_lip asking the network (``dub.memory.reshape=network``) for the opening
+        change output frame ``j``'s recalled mouth still needs."""
+        change = sum(w * self.change(k, j) for k, w in self.fades[j])
+        return (float(change) * self.lip_toward).astype(np.float32)
 
 
 def plan_recall(row: dict[str, Any], runtime: Any, cfg: Any, memory: PresenterMemory, track: FaceTrack,
@@ -109,7 +141,7 @@ def plan_recall(row: dict[str, Any], runtime: Any, cfg: Any, memory: PresenterMe
     """(the painter, figures for the results) of a dub row: targets, the recall path and its
     cross-fades, saved to ``recall.npz``."""
     crop, crop_lm = memory.reference_crop()
-    predicted, r2 = speech_shapes(runtime.renderer, crop, crop_lm, deltas)
+    predicted, r2, weights = speech_shapes(runtime.renderer, crop, crop_lm, deltas)
     samples = row_audio(row)
     phones, source = speech_phones(row, samples, bool(cfg.memory.hear_phones))
     targets = mouth_targets(memory, predicted, r2, samples, fps, float(cfg.memory.pause_s), phones,
@@ -124,7 +156,13 @@ def plan_recall(row: dict[str, Any], runtime: Any, cfg: Any, memory: PresenterMe
     info = {"dub_phones": source, "dub_bilabials": sum(p.viseme == "PBM" for p in phones),
             "recall_jumps_per_s": round(jumps * fps / max(1, len(path)), 3), "recall_calibration_r2": round(r2, 3)}
     fades = crossfades(path, memory, int(cfg.memory.crossfade), targets.pause)
-    mouth = MemoryMouth(memory, track, index, fades, float(cfg.feather))
+    reshape = str(cfg.memory.reshape)
+    toward = None
+    if reshape == "network":
+        speech = ~targets.pause
+        toward = lip_direction(weights, predicted[speech], targets.shapes[speech])
+    mouth = MemoryMouth(memory, track, index, fades, float(cfg.feather), targets.shapes[:, 0],
+                        float(cfg.memory.warp) if reshape != "none" else 0.0, toward)
     return mouth, info
 
 

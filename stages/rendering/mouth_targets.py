@@ -90,8 +90,9 @@ def quantile_match(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def speech_shapes(renderer, crop: np.ndarray, crop_landmarks: np.ndarray, deltas: np.ndarray
-                  ) -> tuple[np.ndarray, float]:
-    """(shape (n, 3) in the network's units, R^2 of the regression) per output frame."""
+                  ) -> tuple[np.ndarray, float, np.ndarray]:
+    """(shape (n, 3) in the network's units per output frame, R^2 of the regression, its weights
+    W (lip_dim, 3): shape ~ Delta alpha_lip W + const)."""
     picks = calibration_picks(deltas, CALIBRATION_FRAMES)
     measured = network_shapes(renderer, crop, crop_landmarks, deltas[picks])
     w, xm, ym = ridge(deltas[picks].astype(np.float64), measured.astype(np.float64))
@@ -102,7 +103,17 @@ def speech_shapes(renderer, crop: np.ndarray, crop_landmarks: np.ndarray, deltas
     predicted = ((deltas - xm) @ w + ym).astype(np.float32)
     if total <= 1e-9:  # the network does not move this mouth: the delta's size is the timing
         predicted[:, 0] = np.linalg.norm(deltas, axis=1)
-    return predicted, r2
+    return predicted, r2, w.astype(np.float32)
+
+
+def lip_direction(weights: np.ndarray, predicted: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The Delta alpha_lip (lip_dim,) that opens the network's mouth by one unit of the targets'
+    opening: W's opening column, normalised (least-norm solution) and rescaled from the
+    network's units to the presenter's (the ratio of their interquartile ranges)."""
+    w = np.asarray(weights, np.float64)[:, 0]
+    iqr = lambda v: float(np.subtract(*np.percentile(v, [75, 25])))  # noqa: E731
+    scale = iqr(targets[:, 0]) / max(iqr(predicted[:, 0]), 1e-6)
+    return (w / max(float(w @ w), 1e-12) / max(scale, 1e-6)).astype(np.float32)
 
 
 def bilabial_frames(phones, n_out: int, fps: float) -> np.ndarray:
