@@ -46,6 +46,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("presenter_id", "text", False, "optional label grouping clips of one presenter"),
     Column("source_video", "path", False, "footage of one presenter to dub: the output is this video "
            "with the mouth re-rendered to the row's speech"),
+    Column("source_transcript", "text", False, "optional: what the presenter says in source_video "
+           "(English); the dub's mouths are then recalled by the sounds they make"),
     Column("presenter_video", "path", False, "footage of the presenter that the model is fitted to "
            "before rendering (default for a dub: its source_video)"),
     Column("consent", "consent", False, "optional record of the presenter's agreement: a file "

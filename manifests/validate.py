@@ -183,6 +183,10 @@ def validate_frame(frame: pd.DataFrame, base_dir: str | os.PathLike[str], source
         if row.get("audio") is None and row.get("script") is None:
             bad("audio", "the row has neither audio nor script; give an audio file or a script to speak")
 
+        if row.get("source_transcript") is not None and row.get("source_video") is None:
+            bad("source_transcript", "is what the presenter says in source_video, and this row has no "
+                "source_video; give the footage or leave source_transcript empty")
+
         emotion = row.get("emotion")
         if emotion is not None:
             if emotion.lower() not in EMOTIONS:

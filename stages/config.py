@@ -180,6 +180,7 @@ class PresenterMemoryConfig:
     w_pose: float = 0.3
     w_jump: float = 4.0
     w_sharp: float = 1.0
+    w_phone: float = 1.0  # prefer memory frames saying the new speech's viseme (footage_phones.py)
     crossfade: int = 2  # output frames over which a jump in the memory is morphed
     pause_s: float = 0.3  # silences at least this long hold a closed mouth
     amplitude: float = 1.3  # target opening stretched about the presenter's median (mouth_targets.py)

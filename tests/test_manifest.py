@@ -182,3 +182,12 @@ def test_import_to_another_folder_rebases_paths_and_keeps_blank_cells_null(media
     result = load_manifest(dst)
     assert result.problems == [] and list(result.frame["status"]) == ["ok", "ok"]
     assert result.frame.loc[0, "audio"] == str(media / "speech.wav")
+
+
+def test_a_transcript_of_footage_needs_the_footage(media: Path):
+    header = ["clip_id", "portrait", "audio", "source_transcript"]
+    rows = [["stray", "img/face.png", "speech.wav", "what she says"],   # 2 a transcript, no footage
+            ["plain", "img/face.png", "speech.wav", ""]]                # 3 fine
+    result = load_manifest(write_csv(media / "t.csv", rows, header))
+    assert problems_by_row(result) == {2: ["source_transcript"]}
+    assert "no source_video" in str(result.problems[0]) and "row 2" in str(result.problems[0])

@@ -82,6 +82,8 @@ def test_the_dub_recalls_the_presenters_own_mouth_and_rests_in_the_pause(dubbed)
     assert row.status == "ok", row.error_message
     assert row.dub_mouth == "memory" and "usable frames" in row.dub_mouth_reason
     assert row.memory_frames > 100 and row.memory_build_s > 0
+    # the footage's own English speech was heard: its memory frames know what they were saying
+    assert row.memory_phones == "heard" and row.memory_phone_frames > 0.2 * row.memory_frames
     index = np.load(row.dub_frames)["footage_index"]
     dub_open, dub_boxes = _openings(d / "out" / "clips" / "memory.mp4", row.footage_track, index)
     own_open, own_boxes = _openings(d / "kitchen.mp4", row.footage_track, np.arange(10 ** 6))
@@ -308,3 +310,59 @@ def test_a_recalled_mouth_is_reshaped_to_its_target_opening(tmp_path):
     assert opening_change(0.10, 0.20, 0.02, 0.03) == pytest.approx(0.03)
     assert opening_change(0.021, 0.10, 0.02, 0.03) == pytest.approx(0.001)
     assert opening_change(0.10, 0.0, 0.02, 0.03) == pytest.approx(-0.08)
+
+
+def test_memory_frames_know_the_phones_of_the_footages_own_speech(tmp_path):
+    """:func:`stages.rendering.footage_phones.footage_visemes` on real speech (espeak-ng) of known
+    words: with its transcript the frames get the visemes of those words where they are said
+    (P/B/M on the bilabials), cached; without, what pocketsphinx hears."""
+    from stages.rendering.footage_phones import CODES, footage_visemes, frame_visemes
+    from tests.conftest import make_speech
+
+    text = "Bob made a big map of the bay by the moon"
+    wav = make_speech(tmp_path / "say.wav", text, speed=140)
+    fps = 25.0
+    seconds = sf.info(str(wav)).duration
+    frames = np.arange(int(seconds * fps))
+    mem = _Sized(tmp_path, {"has_audio": True, "fps": fps}, frames)
+    codes, source = footage_visemes(mem, str(wav), text)
+    assert source == "transcript" and len(codes) == len(frames)
+    pbm = np.flatnonzero(codes == CODES["PBM"])
+    assert len(pbm) >= 4, codes  # b, m, b, m, p, b, b, m: several frames of closed-lip sounds
+    assert (codes > 0).mean() > 0.4  # most of the speech is covered
+    again, _ = footage_visemes(mem, str(wav), text)  # cached beside the memory
+    assert np.array_equal(again, codes) and any(tmp_path.glob("visemes-transcript-*.json"))
+    # frame_visemes: the phone spanning each time, 0 outside any
+    from fixtalk.measure.phone_sync import Phone
+
+    got = frame_visemes([Phone("M", 0.1, 0.2), Phone("AA", 0.2, 0.4)], np.array([0.05, 0.15, 0.3, 0.5]))
+    assert got.tolist() == [0, CODES["PBM"], CODES["AA"], 0]
+
+
+class _Sized:
+    """A memory-like object of ``len(frames)`` frames (what footage_visemes reads)."""
+
+    def __init__(self, folder, meta, frames):
+        self.folder, self.meta, self.frames = folder, meta, frames
+
+    def __len__(self):
+        return len(self.frames)
+
+
+def test_the_recall_prefers_mouths_saying_the_asked_sound():
+    from stages.config import PresenterMemoryConfig
+    from stages.rendering.footage_phones import CODES
+    from stages.rendering.recall import recall_path
+
+    # two runs of equally open mouths: the first said AA, the second M (pressed lips)
+    mem = _mem([0.05] * 20, runs=np.repeat([0, 1], 10).astype(np.int32))
+    mem.visemes = np.repeat([CODES["AA"], CODES["PBM"]], 10).astype(np.int8)
+    cfg = PresenterMemoryConfig()
+    asked = np.full(6, CODES["PBM"], np.int8)
+    path = recall_path(mem, np.tile(mem.shapes[0], (6, 1)), np.zeros((6, 3), np.float32), np.zeros(6, bool),
+                       cfg, asked)
+    assert (path >= 10).all(), path
+    asked[:] = CODES["AA"]
+    path = recall_path(mem, np.tile(mem.shapes[0], (6, 1)), np.zeros((6, 3), np.float32), np.zeros(6, bool),
+                       cfg, asked)
+    assert (path < 10).all(), path

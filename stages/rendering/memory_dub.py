@@ -41,6 +41,7 @@ from stages.face.mouth_warp import opening_change, reshape_opening
 from stages.face.track import FaceTrack
 from stages.media.paste import ratio_colour
 from stages.media.av import decode_audio
+from stages.rendering.footage_phones import frame_visemes
 from stages.rendering.mouth_targets import lip_direction, mouth_targets, speech_shapes
 from stages.rendering.presenter_memory import PresenterMemory
 from stages.rendering.recall import continues, crossfades, recall_path, without_detours
@@ -148,12 +149,16 @@ def plan_recall(row: dict[str, Any], runtime: Any, cfg: Any, memory: PresenterMe
                             float(cfg.memory.amplitude))
     poses = np.stack([head_pose(track.landmarks[int(i)]) if track.usable[int(i)] else np.zeros(3, np.float32)
                       for i in index])
-    path = without_detours(recall_path(memory, targets.shapes, poses, targets.pause, cfg.memory), memory,
+    asked = frame_visemes(phones, (np.arange(len(index)) + 0.5) / fps)
+    path = without_detours(recall_path(memory, targets.shapes, poses, targets.pause, cfg.memory, asked), memory,
                            targets.closed)
     np.savez(work / "recall.npz", path=path, memory_frames=memory.frames[path], targets=targets.shapes,
              pause=targets.pause, predicted=predicted, calibration_r2=r2)
     jumps = int(sum(not continues(memory, int(a), int(b)) for a, b in zip(path[:-1], path[1:])))
+    own = memory.visemes if memory.visemes is not None else np.zeros(len(memory), np.int8)
+    matched = (asked > 0) & (own[path] == asked)
     info = {"dub_phones": source, "dub_bilabials": sum(p.viseme == "PBM" for p in phones),
+            "recall_phone_match": round(float(matched.sum() / max(1, (asked > 0).sum())), 3),
             "recall_jumps_per_s": round(jumps * fps / max(1, len(path)), 3), "recall_calibration_r2": round(r2, 3)}
     fades = crossfades(path, memory, int(cfg.memory.crossfade), targets.pause)
     reshape = str(cfg.memory.reshape)
@@ -197,7 +202,15 @@ class MouthChoice:
                 "presenter_memory": str(self.folder) if self.folder else None,
                 "memory_frames": len(mem) if mem is not None else None,
                 "memory_open_frames": mem.open_frames(self.open_margin) if mem is not None else None,
-                "memory_build_s": mem.meta.get("build_s") if mem is not None else None}
+                "memory_build_s": mem.meta.get("build_s") if mem is not None else None,
+                "memory_phones": mem.phones_source if mem is not None else None,
+                "memory_phone_frames": int(np.count_nonzero(mem.visemes)) if mem is not None
+                and mem.visemes is not None else None}
+
+
+def _text(value: Any) -> str | None:
+    """A manifest text cell, None when empty or missing (NaN from a spreadsheet)."""
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def choose_mouth(row: dict[str, Any], cfg: Any, cache: Path, log=lambda s: None) -> MouthChoice:
@@ -209,7 +222,8 @@ def choose_mouth(row: dict[str, Any], cfg: Any, cache: Path, log=lambda s: None)
     if mode == "model":
         return MouthChoice("model", "dub.mouth=model")
     folder, memory = cached_memory(row["source_video"], str(row["source_rate"]), row["footage_track"],
-                                   bool(row.get("source_has_audio")), cache, log)
+                                   bool(row.get("source_has_audio")), cache, log,
+                                   transcript=_text(row.get("source_transcript")))
     ok, why = enough_footage(memory, cfg.memory)
     if mode == "memory" and len(memory):
         return MouthChoice("memory", f"dub.mouth=memory ({why})", folder, memory, cfg.memory.open_margin)

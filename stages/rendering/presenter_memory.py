@@ -17,6 +17,8 @@ its own resolution. For each usable frame t of the face track (:mod:`stages.face
 * ``shapes[k]`` (opening, width, rounding), ``teeth[k]``, ``pose[k]`` (yaw, pitch, roll
   proxies), ``sharpness[k]`` (:mod:`stages.face.mouth_shape`);
 * ``speaking[k]``: the footage's own audio is speech there (all True without an audio track);
+* ``visemes[k]``: the viseme of the phone the presenter was saying there (its own speech aligned
+  to the row's ``source_transcript``, else heard; :mod:`stages.rendering.footage_phones`);
 * ``run[k]``: consecutive usable frames of one shot share a run id (the recall plays runs);
 * ``reference.npz``: the footage's reference frame (most frontal, least open mouth) cut to the
   model crop, with its landmarks in crop pixels (the targets calibrate the network on it).
@@ -72,6 +74,9 @@ class PresenterMemory:
     patches: np.ndarray
     meta: dict[str, Any]
     folder: Path
+    #: viseme code per frame of the footage's own speech (stages/rendering/footage_phones.py)
+    visemes: np.ndarray | None = None
+    phones_source: str = "none"
 
     def __len__(self) -> int:
         return int(len(self.frames))
@@ -106,13 +111,18 @@ def memory_key(footage: str, rate: str, track_path: str | Path) -> str:
 
 
 def cached_memory(footage: str, rate: str, track_path: str | Path, has_audio: bool, cache: Path,
-                  log=lambda s: None) -> tuple[Path, PresenterMemory]:
-    """(folder, memory) of a footage, built once (locked; a killed build resumes)."""
+                  log=lambda s: None, transcript: str | None = None) -> tuple[Path, PresenterMemory]:
+    """(folder, memory) of a footage, built once (locked; a killed build resumes), with the
+    visemes of its own speech (``transcript``: what the presenter says, else heard)."""
+    from stages.rendering.footage_phones import footage_visemes
+
     folder = cache / memory_key(footage, rate, track_path)
     with file_lock(folder.with_suffix(".lock")):
         if not (folder / "memory.json").is_file():
             MemoryBuilder(footage, rate, FaceTrack.load(track_path), has_audio, folder, log).build()
-    return folder, PresenterMemory.load(folder)
+        memory = PresenterMemory.load(folder)
+        memory.visemes, memory.phones_source = footage_visemes(memory, footage, transcript or None, log)
+    return folder, memory
 
 
 def patch_size(track: FaceTrack) -> tuple[int, int]:

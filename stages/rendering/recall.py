@@ -12,7 +12,11 @@ m_0 .. m_{n-1} minimising
   spread fell to 0.57 of the presenter's on the kitchen clip, 0.92 with rounding left free)
   + w_pose * sum ((p_m - p_{i_j}) / (0.1, 0.08, 0.08))^2   (the memory frame's head pose against
   the pose of the footage frame i_j it is pasted on: a mouth seen from another angle looks wrong)
-  + w_sharp * (1 - min(1, sharpness_m / median sharpness))   (prefer crisp frames);
+  + w_sharp * (1 - min(1, sharpness_m / median sharpness))   (prefer crisp frames)
+  + w_phone * [v_m != v*_j]   (where the new speech's phone at j is known, v*_j its viseme, v_m
+  the viseme the presenter was saying in memory frame m, :mod:`stages.rendering.footage_phones`;
+  half the cost where m's is not known: a mouth that was saying the same sound has its lip shape,
+  teeth on lip for /f/, pressed lips for /m/);
 * transition C(m, m'): 0 when m' = m + 1 in the same run (the presenter's own motion, played at
   its own pace); ``HOLD`` when m' = m (0 in a pause, where a still mouth is wanted); otherwise
   w_jump plus the shape difference between m' and the frame that would have followed m (a jump to
@@ -48,8 +52,13 @@ class Unary:
     """U(j, .) of the module docstring, one output frame at a time (inf for memory frames never
     recalled), so a long clip never holds an n x N matrix."""
 
-    def __init__(self, memory: PresenterMemory, targets: np.ndarray, poses: np.ndarray, cfg, usable: np.ndarray):
+    def __init__(self, memory: PresenterMemory, targets: np.ndarray, poses: np.ndarray, cfg, usable: np.ndarray,
+                 visemes: np.ndarray | None = None):
         self.memory, self.targets, self.poses, self.cfg = memory, targets, poses, cfg
+        own = getattr(memory, "visemes", None)
+        self.phone = None
+        if visemes is not None and own is not None and float(getattr(cfg, "w_phone", 0.0)) > 0 and np.any(own):
+            self.phone = (np.asarray(visemes), np.asarray(own))
         self.sigma = shape_scale(memory)
         med = float(np.median(memory.sharpness)) or 1.0
         self.base = float(cfg.w_sharp) * (1.0 - np.minimum(1.0, memory.sharpness / med))
@@ -59,7 +68,11 @@ class Unary:
         d = (self.memory.shapes - self.targets[j]) / self.sigma
         cost = float(self.cfg.w_shape) * (d ** 2 * SHAPE_WEIGHTS).sum(-1)
         dp = (self.memory.pose - self.poses[j]) / POSE_SCALE
-        return cost + float(self.cfg.w_pose) * (dp ** 2).sum(-1) + self.base
+        cost = cost + float(self.cfg.w_pose) * (dp ** 2).sum(-1) + self.base
+        if self.phone is not None and self.phone[0][j]:
+            asked, own = self.phone[0][j], self.phone[1]
+            cost = cost + float(self.cfg.w_phone) * np.where(own == 0, 0.5, (own != asked).astype(np.float32))
+        return cost
 
 
 def recallable(memory: PresenterMemory, min_sharpness: float) -> np.ndarray:
@@ -68,14 +81,15 @@ def recallable(memory: PresenterMemory, min_sharpness: float) -> np.ndarray:
     return memory.sharpness >= float(min_sharpness) * med
 
 
-def recall_path(memory: PresenterMemory, targets: np.ndarray, poses: np.ndarray, pause: np.ndarray, cfg
-                ) -> np.ndarray:
-    """The memory index m_j of every output frame (the Viterbi path of the module docstring)."""
+def recall_path(memory: PresenterMemory, targets: np.ndarray, poses: np.ndarray, pause: np.ndarray, cfg,
+                visemes: np.ndarray | None = None) -> np.ndarray:
+    """The memory index m_j of every output frame (the Viterbi path of the module docstring);
+    ``visemes``: v*_j, the new speech's viseme code per output frame (0: unknown)."""
     n, total = len(targets), len(memory)
     usable = recallable(memory, cfg.min_sharpness)
     if not usable.any():
         usable = np.ones(total, bool)
-    u = Unary(memory, targets, poses, cfg, usable)
+    u = Unary(memory, targets, poses, cfg, usable, visemes)
     sigma = shape_scale(memory)
     succ = np.arange(total) + 1
     same_run = np.zeros(total, bool)

@@ -14,11 +14,13 @@ from stages.transcript.pocketsphinx_align import PocketsphinxAligner, pcm16
 
 
 def heard_phones(samples: np.ndarray, min_confidence: float = -4.0,
-                 aligner: PocketsphinxAligner | None = None) -> tuple[list[str], list[Phone]]:
-    """(the words heard, the phones of the confidently aligned ones) of 16 kHz mono speech."""
+                 aligner: PocketsphinxAligner | None = None, words: list[str] | None = None
+                 ) -> tuple[list[str], list[Phone]]:
+    """(the words heard, the phones of the confidently aligned ones) of 16 kHz mono speech; with
+    ``words`` (a transcript) those words are aligned instead of the recognised ones."""
     aligner = aligner or PocketsphinxAligner(phones=True)
     pcm = pcm16(samples)
-    words = aligner.recognise(pcm)
+    words = list(words) if words else aligner.recognise(pcm)
     if not words:
         return [], []
     res = aligner.align(pcm, words)
