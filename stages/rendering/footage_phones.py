@@ -61,13 +61,17 @@ def footage_visemes(memory, footage: str, transcript: str | None, log=lambda s: 
         return np.asarray(data["codes"], np.int8), str(data["source"])
     codes, source = np.zeros(len(memory), np.int8), "none"
     if memory.meta.get("has_audio") and len(memory):
-        from stages.media.av import decode_audio
+        from stages.media.av import MediaError, decode_audio
         from stages.transcript.heard_phones import heard_phones
 
         log("presenter memory: aligning the footage's own speech")
-        samples = decode_audio(footage, 16000)
         words = transcript_words(transcript) if transcript else None
-        _, phones = heard_phones(samples, words=words)
+        try:
+            _, phones = heard_phones(decode_audio(footage, 16000), words=words)
+        except (MediaError, RuntimeError, ValueError, OSError) as exc:
+            # optional evidence: the recall goes on by shape alone, and the results say so
+            log(f"presenter memory: the footage's own speech was not aligned ({exc})")
+            phones = []
         fps = float(memory.meta["fps"])
         codes = frame_visemes(phones, (memory.frames + 0.5) / fps)
         source = ("transcript" if transcript else "heard") if phones else "none"
