@@ -47,6 +47,7 @@ from stages.media.av import MediaError, decode_audio
 from stages.face.alignment import transform_points, warp_to_crop
 from stages.media.footage import content_hash, footage_frames, reference_frame
 from stages.media.locks import file_lock
+from stages.rendering.footage_phones import footage_visemes
 
 MEMORY_VERSION = 4
 CHECKPOINT_EVERY = 200
@@ -114,8 +115,6 @@ def cached_memory(footage: str, rate: str, track_path: str | Path, has_audio: bo
                   log=lambda s: None, transcript: str | None = None) -> tuple[Path, PresenterMemory]:
     """(folder, memory) of a footage, built once (locked; a killed build resumes), with the
     visemes of its own speech (``transcript``: what the presenter says, else heard)."""
-    from stages.rendering.footage_phones import footage_visemes
-
     folder = cache / memory_key(footage, rate, track_path)
     with file_lock(folder.with_suffix(".lock")):
         if not (folder / "memory.json").is_file():
