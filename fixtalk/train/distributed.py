@@ -60,7 +60,11 @@ def _record_worker(out: Path, world, device: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     info = {"rank": world.rank, "workers": world.size, "pid": os.getpid(),
             "host": socket.gethostname(), "device": device}
-    (folder / f"rank{world.rank}.json").write_text(json.dumps(info))
+    # written whole (a reader, e.g. a supervisor polling the pids, never sees a half-written file)
+    path = folder / f"rank{world.rank}.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
 
 
 def _say(line: str) -> None:
