@@ -21,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fixtalk.measure.mouth_quality import MouthBox, laplacian_variance, lip_gap, mouth_patch
+from fixtalk.measure.mouth_quality import MouthBox, eye_centres, laplacian_variance, lip_gap, mouth_patch
 
 #: descriptor columns, in order
 SHAPE_FIELDS = ("opening", "width", "rounding")
@@ -31,8 +31,8 @@ SHARPNESS_BOX = MouthBox(-0.75, 0.55, 0.75, 1.45)
 
 def inter_ocular(landmarks: np.ndarray) -> float:
     """Distance between the eye centres (points 36-41, 42-47), in the landmarks' pixels."""
-    pts = np.asarray(landmarks, np.float64)
-    return float(np.linalg.norm(pts[42:48].mean(0) - pts[36:42].mean(0))) + 1e-6
+    left, right = eye_centres(landmarks)
+    return float(np.linalg.norm(right - left)) + 1e-6
 
 
 def mouth_shape(landmarks: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fixtalk.measure.mouth_quality import eye_centres
+
 #: share of the opening change taken by the upper lip (upward); the lower lip takes the rest
 UPPER_SHARE = 0.25
 
@@ -23,7 +25,7 @@ UPPER_SHARE = 0.25
 def eye_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """(unit vector along the eye line, unit vector down the face, inter-ocular distance) of 68
     landmarks."""
-    left, right = landmarks[36:42].mean(axis=0), landmarks[42:48].mean(axis=0)
+    left, right = eye_centres(landmarks)
     across = right - left
     iod = float(np.linalg.norm(across))
     u = across / max(iod, 1e-6)
